@@ -1,0 +1,175 @@
+"""Per-application event queues with leases, as reliable callback behaves: a pulled event is
+invisible until it is confirmed or its lease runs out, then it is delivered again with a new
+handle. Every event is in exactly one of: queued, leased, confirmed."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+AppId = int | None
+Entry = dict[str, Any]
+
+
+@dataclass
+class _Lease:
+    event_id: int
+    expires_at: float
+
+
+@dataclass
+class _Application:
+    ready: deque[int] = field(default_factory=deque)
+    leases: dict[str, _Lease] = field(default_factory=dict)
+    # (expires_at, handle): stale rows (confirmed handles) are skipped when popped.
+    expiries: list[tuple[float, str]] = field(default_factory=list)
+    confirmed: int = 0
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    queued: int
+    leased: int
+    confirmed: int
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.leased + self.confirmed
+
+
+@dataclass(frozen=True)
+class ConfirmOutcome:
+    confirmed: int
+    rejected: list[str]
+
+
+def _new_handle() -> str:
+    return uuid.uuid4().hex
+
+
+class LeaseQueue:
+    """Thread-safe; `pull` long-polls and is woken by `enqueue`, not by sleep-polling."""
+
+    def __init__(
+        self,
+        lease_seconds: float = 30.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        new_handle: Callable[[], str] = _new_handle,
+    ):
+        self.lease_seconds = lease_seconds
+        self._clock = clock
+        self._new_handle = new_handle
+        self._changed = threading.Condition()
+        self._apps: dict[AppId, _Application] = {}
+        self._entries: dict[int, Entry] = {}
+        self._deliveries: dict[int, int] = {}
+        self._ids = itertools.count(1)
+        self.redelivered = 0
+
+    def _app(self, app: AppId) -> _Application:
+        queue = self._apps.get(app)
+        if queue is None:
+            queue = self._apps[app] = _Application()
+        return queue
+
+    def _expire(self, queue: _Application, now: float) -> None:
+        returned: list[int] = []
+        while queue.expiries and queue.expiries[0][0] <= now:
+            _, handle = heapq.heappop(queue.expiries)
+            lease = queue.leases.pop(handle, None)
+            if lease is not None:
+                returned.append(lease.event_id)
+        # Expired events go to the front, oldest first: they have waited longest.
+        queue.ready.extendleft(reversed(returned))
+
+    def _expire_all(self) -> None:
+        now = self._clock()
+        for queue in self._apps.values():
+            self._expire(queue, now)
+
+    def enqueue(self, app: AppId, entries: Iterable[Mapping[str, Any]]) -> int:
+        """Add events (any `EventHandle` in them is dropped); return how many."""
+        with self._changed:
+            queue = self._app(app)
+            count = 0
+            for entry in entries:
+                event_id = next(self._ids)
+                self._entries[event_id] = {k: v for k, v in entry.items() if k != "EventHandle"}
+                self._deliveries[event_id] = 0
+                queue.ready.append(event_id)
+                count += 1
+            if count:
+                self._changed.notify_all()
+            return count
+
+    def pull(self, app: AppId, max_events: int, wait_seconds: float = 0.0) -> list[Entry]:
+        """Lease up to `max_events`; when none wait, hold up to `wait_seconds` for one."""
+        deadline = self._clock() + wait_seconds
+        with self._changed:
+            queue = self._app(app)
+            while True:
+                now = self._clock()
+                self._expire(queue, now)
+                if queue.ready:
+                    return self._lease(queue, max_events, now)
+                remaining = deadline - now
+                if remaining <= 0:
+                    return []
+                if queue.expiries:
+                    remaining = min(remaining, max(queue.expiries[0][0] - now, 0.001))
+                self._changed.wait(remaining)
+
+    def _lease(self, queue: _Application, max_events: int, now: float) -> list[Entry]:
+        delivered: list[Entry] = []
+        expires_at = now + self.lease_seconds
+        while queue.ready and len(delivered) < max_events:
+            event_id = queue.ready.popleft()
+            handle = self._new_handle()
+            queue.leases[handle] = _Lease(event_id, expires_at)
+            heapq.heappush(queue.expiries, (expires_at, handle))
+            if self._deliveries[event_id]:
+                self.redelivered += 1
+            self._deliveries[event_id] += 1
+            delivered.append({"EventHandle": handle, **self._entries[event_id]})
+        return delivered
+
+    def confirm(self, app: AppId, handles: Iterable[str]) -> ConfirmOutcome:
+        """Confirm the handles that hold a live lease; report the expired, unknown or used ones."""
+        with self._changed:
+            queue = self._app(app)
+            self._expire(queue, self._clock())
+            confirmed = 0
+            rejected: list[str] = []
+            for handle in handles:
+                lease = queue.leases.pop(handle, None)
+                if lease is None:
+                    rejected.append(handle)
+                    continue
+                del self._entries[lease.event_id]
+                del self._deliveries[lease.event_id]
+                queue.confirmed += 1
+                confirmed += 1
+            return ConfirmOutcome(confirmed, rejected)
+
+    def waiting(self, app: AppId) -> int:
+        """Events of `app` that a pull would return now."""
+        with self._changed:
+            queue = self._app(app)
+            self._expire(queue, self._clock())
+            return len(queue.ready)
+
+    def counts(self) -> dict[AppId, QueueCounts]:
+        with self._changed:
+            self._expire_all()
+            return {
+                app: QueueCounts(len(q.ready), len(q.leases), q.confirmed)
+                for app, q in self._apps.items()
+            }

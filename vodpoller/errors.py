@@ -1,0 +1,48 @@
+"""The one exception tree of vodpoller; outside errors are wrapped where they enter."""
+
+from __future__ import annotations
+
+
+class VodpollerError(Exception):
+    """Base of every error vodpoller raises on purpose."""
+
+
+class ConfigError(VodpollerError):
+    """The configuration or the command line is wrong: exit code 2."""
+
+
+class SourceError(VodpollerError):
+    """The VOD API (or the emulator) failed a call."""
+
+    def __init__(self, message: str, *, code: str | None = None, request_id: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.request_id = request_id
+
+
+class TransientSourceError(SourceError):
+    """Worth retrying: network trouble, throttling, server-side hiccups."""
+
+
+class FatalSourceError(SourceError):
+    """Retrying will not help until someone acts: credentials, permissions, bad parameters."""
+
+
+class StorageError(VodpollerError):
+    """The database failed; the batch in flight is not confirmed."""
+
+
+def describe(error: BaseException) -> str:
+    """One readable line with the chain of causes: `outer: inner: root`."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current) or type(current).__name__
+        if not parts or text not in parts[-1]:
+            parts.append(text)
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    return ": ".join(parts)
