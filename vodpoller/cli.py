@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from vodpoller import __version__
+from vodpoller import __version__, app, logs
+from vodpoller.config import Settings, config_path, load_settings
 from vodpoller.errors import ConfigError, VodpollerError, describe
 
 EXIT_OK = 0
@@ -16,6 +18,60 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def _settings(args: argparse.Namespace) -> tuple[Settings, str]:
+    path = config_path(args.config, os.environ)
+    return load_settings(path), str(path)
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings, _ = _settings(args)
+    app.configure_logging(settings)
+    return app.run_service(settings, run_migrations=not args.no_migrate)
+
+
+def _once(args: argparse.Namespace) -> int:
+    settings, _ = _settings(args)
+    app.configure_logging(settings)
+    result = app.run_once(settings, run_migrations=not args.no_migrate)
+    print(result.summary(), flush=True)
+    return EXIT_OK
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from vodpoller import migrate
+
+    settings, _ = _settings(args)
+    app.configure_logging(settings)
+    store = app.open_store(settings, run_migrations=True)
+    try:
+        revision = migrate.current_revision(store.engine)
+    finally:
+        store.dispose()
+    print(f"schema at revision {revision} (the newest)")
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    from vodpoller.checks import run_checks
+
+    settings, path = _settings(args)
+    logs.configure("warning", "console")
+    failed = 0
+    for probe in run_checks(settings, path):
+        print(f"{'ok' if probe.ok else 'FAIL':<4}  {probe.name}: {probe.detail}", flush=True)
+        failed += not probe.ok
+    if failed:
+        print(f"{failed} check(s) failed", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _demo(_args: argparse.Namespace) -> int:
+    from vodpoller.demo import run_demo
+
+    return run_demo(sys.stdout)
 
 
 def _emulator(args: argparse.Namespace) -> int:
@@ -108,6 +164,43 @@ def _add_emulator(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.set_defaults(handler=_emulator)
 
 
+def _add_daemon_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config",
+        metavar="PATH",
+        help="the TOML configuration (default: $VODPOLLER_CONFIG, else /etc/vodpoller/config.toml)",
+    )
+    no_migrate = argparse.ArgumentParser(add_help=False)
+    no_migrate.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="do not bring the schema to the newest revision first",
+    )
+    commands.add_parser(
+        "run",
+        parents=[config, no_migrate],
+        help="the daemon: drain every application until SIGTERM/SIGINT",
+    ).set_defaults(handler=_run)
+    commands.add_parser(
+        "once",
+        parents=[config, no_migrate],
+        help="drain every application until a pull comes back empty, print a summary",
+    ).set_defaults(handler=_once)
+    commands.add_parser(
+        "migrate", parents=[config], help="bring the database schema to the newest revision"
+    ).set_defaults(handler=_migrate)
+    commands.add_parser(
+        "check",
+        parents=[config],
+        help="validate the configuration, reach the database and the VOD API",
+    ).set_defaults(handler=_check)
+    commands.add_parser(
+        "demo",
+        help="no configuration needed: the emulator's samples drained into ./vodpoller-demo.db",
+    ).set_defaults(handler=_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vodpoller",
@@ -115,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vodpoller {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_daemon_commands(commands)
     _add_emulator(commands)
     return parser
 

@@ -1,0 +1,94 @@
+"""`vodpoller check`: named probes, each ok or not, with a line saying why and what to do."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import text
+
+from vodpoller import migrate
+from vodpoller.config import Settings
+from vodpoller.errors import VodpollerError, describe
+from vodpoller.source import VodEventSource, resolve_credential
+from vodpoller.store import EventStore, safe_url
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _probe(name: str, work: Callable[[], str]) -> Probe:
+    try:
+        return Probe(name, True, work())
+    except Exception as error:  # noqa: BLE001 (a probe reports any failure of what it probes)
+        return Probe(name, False, describe(error))
+
+
+def _app_name(app: int | None) -> str:
+    return "default application" if app is None else f"SubAppId {app}"
+
+
+def _ago(moment: datetime) -> str:
+    seconds = int((datetime.now(UTC) - moment).total_seconds())
+    if seconds < 120:
+        return f"{seconds} s ago"
+    if seconds < 7200:
+        return f"{seconds // 60} min ago"
+    return f"{seconds // 3600} h ago"
+
+
+def _schema(store: EventStore) -> str:
+    current = migrate.current_revision(store.engine)
+    head = migrate.head_revision()
+    if current == head:
+        return f"at the newest revision ({head})"
+    if current is None:
+        raise VodpollerError("no schema yet: run `vodpoller migrate` (run and once do it too)")
+    raise VodpollerError(f"at revision {current}, the newest is {head}: run `vodpoller migrate`")
+
+
+def _last_event(store: EventStore) -> str:
+    latest = store.latest_received_at()
+    if latest is None:
+        return "none stored yet"
+    return f"received {_ago(latest)} ({latest.isoformat(timespec='seconds')})"
+
+
+def _database(store: EventStore, url: str) -> str:
+    with store.engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    return f"reachable: {safe_url(url)}"
+
+
+def run_checks(settings: Settings, source_path: str) -> Iterator[Probe]:
+    """Yield probes in order; a probe whose prerequisite failed is left out."""
+    yield Probe("configuration", True, source_path)
+
+    found: list[Any] = []
+    yield _probe("credentials", lambda: found.append(resolve_credential(settings.vod)) or "found")
+
+    store = EventStore.connect(settings.database.url)
+    try:
+        reachable = _probe("database", lambda: _database(store, settings.database.url))
+        yield reachable
+        if reachable.ok:
+            yield _probe("schema", lambda: _schema(store))
+            yield _probe("last event", lambda: _last_event(store))
+    finally:
+        store.dispose()
+
+    if found:
+        source = VodEventSource(settings.vod, found[0])
+        where = f"{settings.vod.scheme}://{settings.vod.endpoint}"
+        for app in settings.vod.applications:
+
+            def backlog(app: int | None = app) -> str:
+                return f"{where} answered; about {source.backlog(app)} event(s) waiting"
+
+            yield _probe(f"VOD API ({_app_name(app)})", backlog)

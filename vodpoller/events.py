@@ -1,0 +1,123 @@
+"""Pure: one `EventSet` entry -> an `Event` with the typed columns, the raw entry and the
+dedup key. Tolerant by design: unknown types, odd shapes and missing fields are kept."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from vodpoller.eventtypes import PAYLOAD_FIELD_BY_TYPE
+
+# The typed columns are conveniences for queries; the whole entry is in `payload`. Values
+# longer than their column are cut to fit rather than refused.
+SHORT_TEXT: Final = 255
+LONG_TEXT: Final = 4096
+_NOT_PAYLOAD: Final = frozenset({"EventHandle", "EventType"})
+
+
+@dataclass(frozen=True)
+class Event:
+    dedup_key: str
+    sub_app_id: int | None
+    event_type: str
+    event_handle: str
+    payload: dict[str, Any]
+    task_id: str | None = None
+    file_id: str | None = None
+    status: str | None = None
+    err_code: int | None = None
+    message: str | None = None
+    file_url: str | None = None
+    session_context: str | None = None
+    session_id: str | None = None
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces, non-ASCII kept: the same bytes for the same event, always."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def dedup_key(entry: Mapping[str, Any], sub_app_id: int | None) -> str:
+    """SHA-256 hex over `<sub_app_id or empty>:` + the canonical entry without `EventHandle`."""
+    body = {k: v for k, v in entry.items() if k != "EventHandle"}
+    prefix = "" if sub_app_id is None else str(sub_app_id)
+    return hashlib.sha256(f"{prefix}:{canonical_json(body)}".encode()).hexdigest()
+
+
+def find_payload(entry: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The payload object: by the EventType table, else the one non-null object-valued key."""
+    field = PAYLOAD_FIELD_BY_TYPE.get(str(entry.get("EventType")))
+    if field is not None and isinstance(entry.get(field), Mapping):
+        payload: Mapping[str, Any] = entry[field]
+        return payload
+    objects = [v for k, v in entry.items() if k not in _NOT_PAYLOAD and isinstance(v, Mapping)]
+    return objects[0] if len(objects) == 1 else None
+
+
+def _text(value: Any, limit: int) -> str | None:
+    if value is None or isinstance(value, Mapping | list):
+        return None
+    if isinstance(value, bool):
+        value = str(value).lower()
+    return str(value)[:limit]
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _media_basic_info(container: Mapping[str, Any]) -> Mapping[str, Any]:
+    info = _object(container.get("MediaBasicInfo"))
+    # A documentation sample nests a MediaBasicInfo inside MediaBasicInfo: accept both shapes.
+    return _object(info.get("MediaBasicInfo")) or info
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v not in (None, "")), None)
+
+
+def parse_entry(entry: Mapping[str, Any], sub_app_id: int | None) -> Event:
+    """Build the record for one entry of a `PullEvents` answer."""
+    payload = find_payload(entry) or {}
+    output = _object(payload.get("Output"))
+    return Event(
+        dedup_key=dedup_key(entry, sub_app_id),
+        sub_app_id=sub_app_id,
+        event_type=_text(entry.get("EventType"), SHORT_TEXT) or "",
+        event_handle=_text(entry.get("EventHandle"), LONG_TEXT) or "",
+        payload=dict(entry),
+        task_id=_text(payload.get("TaskId"), SHORT_TEXT),
+        file_id=_text(_first(payload.get("FileId"), output.get("FileId")), SHORT_TEXT),
+        status=_text(payload.get("Status"), SHORT_TEXT),
+        err_code=_integer(payload.get("ErrCode")),
+        message=_text(payload.get("Message"), LONG_TEXT),
+        file_url=_text(
+            _first(
+                payload.get("FileUrl"),
+                _media_basic_info(payload).get("MediaUrl"),
+                output.get("FileUrl"),
+                _media_basic_info(output).get("MediaUrl"),
+            ),
+            LONG_TEXT,
+        ),
+        session_context=_text(payload.get("SessionContext"), LONG_TEXT),
+        session_id=_text(payload.get("SessionId"), SHORT_TEXT),
+    )

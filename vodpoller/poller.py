@@ -1,0 +1,264 @@
+"""One drain cycle: pull -> store -> confirm, again at once while events come, until a pull
+comes back empty. Never confirms an event before its batch is committed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Protocol
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_when_event_set,
+    wait_exponential_jitter,
+)
+
+from vodpoller.errors import StorageError, TransientSourceError, describe
+from vodpoller.events import Event, parse_entry
+from vodpoller.logs import get_logger
+from vodpoller.source import Batch, EventSource, HandlesRejectedError
+
+log = get_logger(__name__)
+
+FULL_BATCH = 16  # PullEvents answers at most 16 events: a full answer means more are waiting.
+PULL_ATTEMPTS = 5
+
+
+class SaveResultLike(Protocol):
+    @property
+    def stored(self) -> int: ...
+
+    @property
+    def duplicates(self) -> int: ...
+
+
+class EventSink(Protocol):
+    """What the poller needs of the store."""
+
+    def save(
+        self, events: Sequence[Event], received_at: datetime | None = None
+    ) -> SaveResultLike: ...
+
+    def mark_confirmed(self, dedup_keys: Sequence[str], at: datetime | None = None) -> int: ...
+
+
+@dataclass
+class DrainResult:
+    pulled: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    confirmed: int = 0
+    unconfirmed: int = 0  # handles given up on: those events come back and dedupe
+    pulls: int = 0
+
+    def add(self, other: DrainResult) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def summary(self) -> str:
+        return (
+            f"pulled={self.pulled} stored={self.stored} duplicates={self.duplicates} "
+            f"confirmed={self.confirmed}"
+        )
+
+
+def _stop_at(deadline: float) -> Callable[[RetryCallState], bool]:
+    """Stop retrying when the next attempt would start at or after `deadline` (monotonic)."""
+
+    def stop(state: RetryCallState) -> bool:
+        return time.monotonic() + state.upcoming_sleep >= deadline
+
+    return stop
+
+
+def _outcome_error(state: RetryCallState) -> str | None:
+    error = state.outcome.exception() if state.outcome else None
+    return describe(error) if error else None
+
+
+def _is_ambiguous(error: BaseException) -> bool:
+    """The call may have been applied although we got no answer (timeout, reset, 502)."""
+    code = getattr(error, "code", None) or ""
+    return isinstance(error, TransientSourceError) and not code.startswith("RequestLimitExceeded")
+
+
+class Poller:
+    """Drains applications. Thread-safe: one drain per application at a time is the caller's
+    rule (the scheduler's `max_instances=1`)."""
+
+    def __init__(
+        self,
+        source: EventSource,
+        store: EventSink,
+        *,
+        concurrency: int = 4,
+        confirm_budget_seconds: float = 30.0,
+        stop: threading.Event | None = None,
+    ):
+        self.source = source
+        self.store = store
+        self.concurrency = concurrency
+        self.confirm_budget_seconds = confirm_budget_seconds
+        self.stopping = stop or threading.Event()
+        self._helpers = (
+            ThreadPoolExecutor(max_workers=concurrency - 1, thread_name_prefix="drain")
+            if concurrency > 1
+            else None
+        )
+
+    def close(self) -> None:
+        if self._helpers is not None:
+            self._helpers.shutdown(wait=True)
+
+    # -- one drain -----------------------------------------------------------------------
+
+    def drain(self, sub_app_id: int | None) -> DrainResult:
+        """Pull and handle batches until a pull comes back empty; extra workers join while
+        answers come back full, up to `concurrency`. Raises the first worker's error."""
+        total = DrainResult()
+        lock = threading.Lock()
+        failed = threading.Event()
+        errors: list[BaseException] = []
+        workers: list[Future[None]] = []
+
+        def may_grow() -> bool:
+            with lock:
+                if self._helpers is None or failed.is_set() or len(workers) + 1 >= self.concurrency:
+                    return False
+                workers.append(self._helpers.submit(work))
+                return True
+
+        def work() -> None:
+            try:
+                while not (self.stopping.is_set() or failed.is_set()):
+                    batch = self._pull(sub_app_id)
+                    if not batch:
+                        with lock:
+                            total.pulls += 1
+                        return
+                    if len(batch) >= FULL_BATCH:
+                        may_grow()
+                    part = self.handle(batch)
+                    with lock:
+                        total.add(part)
+            except BaseException as error:  # noqa: BLE001 (re-raised by drain once all workers end)
+                failed.set()
+                with lock:
+                    errors.append(error)
+
+        work()
+        while True:
+            with lock:
+                pending = [w for w in workers if not w.done()]
+            if not pending:
+                break
+            for worker in pending:
+                worker.result()
+        if errors:
+            raise errors[0]
+        return total
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep between retries, cut short by a stop request."""
+        self.stopping.wait(seconds)
+
+    def _pull(self, sub_app_id: int | None) -> Batch:
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientSourceError),
+            stop=stop_after_attempt(PULL_ATTEMPTS) | stop_when_event_set(self.stopping),
+            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            sleep=self._pause,
+            before_sleep=lambda state: log.debug(
+                "pull retry",
+                sub_app_id=sub_app_id,
+                attempt=state.attempt_number,
+                error=_outcome_error(state),
+            ),
+            reraise=True,
+        )
+        return retrying(self.source.pull, sub_app_id)
+
+    # -- one batch -----------------------------------------------------------------------
+
+    def handle(self, batch: Batch) -> DrainResult:
+        """Store one batch in one transaction, then confirm its handles within the budget."""
+        started = time.monotonic()
+        events = [parse_entry(entry, batch.sub_app_id) for entry in batch.entries]
+        saved = self.store.save(events)  # StorageError: nothing is confirmed, events come back
+        handles = [event.event_handle for event in events if event.event_handle]
+        confirmed = self._confirm(batch, handles) if handles else False
+        if confirmed:
+            try:
+                self.store.mark_confirmed([event.dedup_key for event in events])
+            except StorageError as error:
+                log.warning(
+                    "confirmed but confirmed_at not recorded",
+                    sub_app_id=batch.sub_app_id,
+                    error=describe(error),
+                )
+        result = DrainResult(
+            pulled=len(events),
+            stored=saved.stored,
+            duplicates=saved.duplicates,
+            confirmed=len(handles) if confirmed else 0,
+            unconfirmed=0 if confirmed else len(handles),
+            pulls=1,
+        )
+        log.info(
+            "batch",
+            sub_app_id=batch.sub_app_id,
+            pulled=result.pulled,
+            stored=result.stored,
+            duplicates=result.duplicates,
+            confirmed=result.confirmed,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        return result
+
+    def _confirm(self, batch: Batch, handles: list[str]) -> bool:
+        """True when the service took the handles. Retries transient failures until the
+        budget that started with the pull's answer is spent, then gives up on them."""
+        deadline = batch.answered_at + self.confirm_budget_seconds
+        ambiguous = False
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientSourceError),
+            stop=_stop_at(deadline),
+            wait=wait_exponential_jitter(initial=0.1, max=2.0),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    try:
+                        self.source.confirm(batch.sub_app_id, handles)
+                    except TransientSourceError as error:
+                        ambiguous = ambiguous or _is_ambiguous(error)
+                        raise
+        except HandlesRejectedError as error:
+            if ambiguous:
+                # An earlier attempt went through but its answer was lost.
+                return True
+            log.info(
+                "handles expired before confirm; the events will come back and dedupe",
+                sub_app_id=batch.sub_app_id,
+                handles=len(handles),
+                error=describe(error),
+            )
+            return False
+        except TransientSourceError as error:
+            log.warning(
+                "confirm budget spent; the events will come back and dedupe",
+                sub_app_id=batch.sub_app_id,
+                handles=len(handles),
+                budget_seconds=self.confirm_budget_seconds,
+                error=describe(error),
+            )
+            return False
+        return True
