@@ -71,7 +71,12 @@ def run_checks(settings: Settings, source_path: str) -> Iterator[Probe]:
     yield Probe("configuration", True, source_path)
 
     found: list[Any] = []
-    yield _probe("credentials", lambda: found.append(resolve_credential(settings.vod)) or "found")
+
+    def credentials() -> str:
+        found.append(resolve_credential(settings.vod))
+        return "found"
+
+    yield _probe("credentials", credentials)
 
     store = EventStore.connect(settings.database.url)
     try:

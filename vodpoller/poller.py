@@ -17,7 +17,7 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_when_event_set,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 from vodpoller.errors import StorageError, TransientSourceError, describe
@@ -173,7 +173,7 @@ class Poller:
         retrying = Retrying(
             retry=retry_if_exception_type(TransientSourceError),
             stop=stop_after_attempt(PULL_ATTEMPTS) | stop_when_event_set(self.stopping),
-            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            wait=wait_random_exponential(multiplier=0.2, max=5.0),
             sleep=self._pause,
             before_sleep=lambda state: log.debug(
                 "pull retry",
@@ -230,7 +230,7 @@ class Poller:
         retrying = Retrying(
             retry=retry_if_exception_type(TransientSourceError),
             stop=_stop_at(deadline),
-            wait=wait_exponential_jitter(initial=0.1, max=2.0),
+            wait=wait_random_exponential(multiplier=0.1, max=2.0),
             reraise=True,
         )
         try:

@@ -1,0 +1,283 @@
+"""The real `vodpoller` command in a subprocess, against the emulator and a SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import EmulatorFactory
+from tests.helpers import emulator_config, write_config
+from vodpoller.emulator.admin import EmulatorAdmin
+from vodpoller.emulator.server import Emulator
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("VODPOLLER_", "TENCENTCLOUD_"))
+    }
+    env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", **extra)
+    return env
+
+
+def vodpoller(*args: str, cwd: Path, timeout: float = 60, **env: str) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "vodpoller", *args],
+        cwd=cwd,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _count(database: Path) -> int:
+    with sqlite3.connect(database) as connection:
+        (count,) = connection.execute("SELECT count(*) FROM vod_events").fetchone()
+    return int(count)
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    return tmp_path / "events.db"
+
+
+def _config(tmp_path: Path, emulator: Emulator, db_file: Path, **extra: Any) -> Path:
+    return emulator_config(tmp_path / "config.toml", emulator, f"sqlite:///{db_file}", **extra)
+
+
+def test_once_drains_and_prints_the_summary_line(
+    emulator_factory: EmulatorFactory, tmp_path: Path, database: Path
+) -> None:
+    emulator = emulator_factory()
+    EmulatorAdmin(emulator.url).generate(50)
+    config = _config(tmp_path, emulator, database)
+
+    done = vodpoller("once", "--config", str(config), cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "pulled=50 stored=50 duplicates=0 confirmed=50"
+    assert _count(database) == 50
+    batches = [json.loads(line) for line in done.stderr.splitlines()]
+    assert {line["event"] for line in batches} >= {"batch"}
+    assert sum(line["stored"] for line in batches if line["event"] == "batch") == 50
+
+
+def test_once_reads_the_config_path_from_the_environment(
+    emulator_factory: EmulatorFactory, tmp_path: Path, database: Path
+) -> None:
+    emulator = emulator_factory()
+    config = _config(tmp_path, emulator, database)
+
+    done = vodpoller("once", cwd=tmp_path, VODPOLLER_CONFIG=str(config))
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "pulled=0 stored=0 duplicates=0 confirmed=0"
+
+
+def test_run_stops_on_sigterm_with_exit_0_and_nothing_left_leased(
+    emulator_factory: EmulatorFactory, tmp_path: Path, database: Path
+) -> None:
+    emulator = emulator_factory(latency_ms=20, long_poll_seconds=5)
+    admin = EmulatorAdmin(emulator.url)
+    admin.generate(3000)
+    config = _config(tmp_path, emulator, database, poll={"concurrency": 2})
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "vodpoller", "run", "--config", str(config)],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while admin.stats()["Confirmed"] < 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert daemon.poll() is None, daemon.communicate()[1]
+        signalled = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=10)
+        stopped_after = time.monotonic() - signalled
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+    assert daemon.returncode == 0, stderr
+    assert stopped_after < 10
+    stats = admin.stats()
+    assert stats["Leased"] == 0
+    assert 0 < stats["Confirmed"] < 3000  # stopped mid-backlog
+    assert _count(database) == stats["Confirmed"]
+    events = [json.loads(line)["event"] for line in stderr.splitlines()]
+    assert events[-1] == "stopped"
+
+
+def test_run_exits_0_on_sigint_while_idle(
+    emulator_factory: EmulatorFactory, tmp_path: Path, database: Path
+) -> None:
+    emulator = emulator_factory(long_poll_seconds=2)
+    config = _config(tmp_path, emulator, database)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "vodpoller", "run", "--config", str(config)],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not EmulatorAdmin(emulator.url).stats()["Requests"].get("PullEvents"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        daemon.send_signal(signal.SIGINT)
+        _, stderr = daemon.communicate(timeout=10)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    assert daemon.returncode == 0, stderr
+
+
+@pytest.mark.parametrize(
+    ("sections", "named"),
+    [
+        ({"poll": {"concurency": 2}}, "poll.concurency"),
+        ({"poll": {"concurrency": "four"}}, "poll.concurrency"),
+        ({"vod": {"scheme": "http", "endpoint": "vod.tencentcloudapi.com"}}, "http"),
+        ({"databse": {"url": "sqlite://"}}, "databse"),
+    ],
+)
+def test_a_bad_config_exits_2_naming_the_key(
+    tmp_path: Path, sections: dict[str, dict[str, Any]], named: str
+) -> None:
+    config = write_config(tmp_path / "bad.toml", sections)
+
+    for command in ("run", "once", "check", "migrate"):
+        done = vodpoller(command, "--config", str(config), cwd=tmp_path)
+        assert done.returncode == 2, (command, done.stderr)
+        assert named in done.stderr
+        assert str(config) in done.stderr
+
+
+def test_a_missing_config_file_exits_2_and_says_how_to_give_one(tmp_path: Path) -> None:
+    done = vodpoller("once", "--config", str(tmp_path / "nowhere.toml"), cwd=tmp_path)
+
+    assert done.returncode == 2
+    assert "nowhere.toml" in done.stderr
+    assert "VODPOLLER_CONFIG" in done.stderr
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    assert vodpoller("frobnicate", cwd=tmp_path).returncode == 2
+    assert vodpoller(cwd=tmp_path).returncode == 2
+
+
+def test_no_secret_reaches_any_log_line(
+    emulator_factory: EmulatorFactory, tmp_path: Path, database: Path
+) -> None:
+    secret_key = "s3cr3t-KEY-that-must-never-be-logged"
+    emulator = emulator_factory(secret_key=secret_key)
+    admin = EmulatorAdmin(emulator.url)
+    admin.generate(40)
+    admin.set_faults({"ConfirmEvents": {"error_rate": 0.5}, "PullEvents": {"error_rate": 0.3}})
+    config = _config(tmp_path, emulator, database, logging={"level": "debug"})
+
+    outputs = [vodpoller("once", "--config", str(config), cwd=tmp_path) for _ in range(3)]
+    wrong = vodpoller(
+        "once",
+        "--config",
+        str(config),
+        cwd=tmp_path,
+        TENCENTCLOUD_SECRET_ID=emulator.options.secret_id,
+        TENCENTCLOUD_SECRET_KEY="wrong-" + secret_key,
+    )
+
+    assert wrong.returncode == 1
+    assert "AuthFailure.SignatureFailure" in wrong.stderr
+    for done in [*outputs, wrong]:
+        text = done.stdout + done.stderr
+        assert secret_key not in text
+        assert "TC3-HMAC-SHA256 Credential=" not in text
+        assert "Signature=" not in text
+
+
+def test_check_passes_on_a_working_setup_and_fails_on_an_unreachable_database(
+    emulator_factory: EmulatorFactory, tmp_path: Path, database: Path
+) -> None:
+    emulator = emulator_factory()
+    EmulatorAdmin(emulator.url).generate(3)
+    config = _config(tmp_path, emulator, database)
+    assert vodpoller("migrate", "--config", str(config), cwd=tmp_path).returncode == 0
+
+    good = vodpoller("check", "--config", str(config), cwd=tmp_path)
+
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "ok    schema: at the newest revision" in good.stdout
+    assert "about 3 event(s) waiting" in good.stdout
+
+    broken = _config(
+        tmp_path,
+        emulator,
+        database,
+        database={"url": "postgresql+psycopg://nobody@127.0.0.1:1/nothing"},
+    )
+    bad = vodpoller("check", "--config", str(broken), cwd=tmp_path)
+
+    assert bad.returncode == 1
+    assert "FAIL  database" in bad.stdout
+
+
+def test_check_says_to_migrate_an_empty_database(
+    emulator_factory: EmulatorFactory, tmp_path: Path, database: Path
+) -> None:
+    config = _config(tmp_path, emulator_factory(), database)
+
+    done = vodpoller("check", "--config", str(config), cwd=tmp_path)
+
+    assert done.returncode == 1
+    assert "vodpoller migrate" in done.stdout
+
+
+def test_migrate_brings_the_schema_to_the_newest_revision(
+    emulator_factory: EmulatorFactory, tmp_path: Path, database: Path
+) -> None:
+    config = _config(tmp_path, emulator_factory(), database)
+
+    first = vodpoller("migrate", "--config", str(config), cwd=tmp_path)
+    again = vodpoller("migrate", "--config", str(config), cwd=tmp_path)
+
+    assert first.returncode == again.returncode == 0
+    assert "schema at revision" in first.stdout
+    assert _count(database) == 0
+
+
+def test_demo_stores_one_row_per_sample_type_and_prints_them(tmp_path: Path) -> None:
+    first = vodpoller("demo", cwd=tmp_path)
+    second = vodpoller("demo", cwd=tmp_path)
+
+    assert first.returncode == 0, first.stderr
+    assert "pulled=37 stored=37 duplicates=0 confirmed=37" in first.stdout
+    assert "PullComplete" in first.stdout
+    assert "ProcedureStateChanged" in first.stdout
+    assert second.returncode == 0, second.stderr
+    assert "pulled=37 stored=0 duplicates=37 confirmed=37" in second.stdout
+    database = tmp_path / "vodpoller-demo.db"
+    with sqlite3.connect(database) as connection:
+        types = connection.execute(
+            "SELECT count(DISTINCT event_type), count(*), min(deliveries) FROM vod_events"
+        ).fetchone()
+    assert types == (37, 37, 2)
