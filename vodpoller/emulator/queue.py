@@ -28,8 +28,9 @@ class _Lease:
 class _Application:
     ready: deque[int] = field(default_factory=deque)
     leases: dict[str, _Lease] = field(default_factory=dict)
-    # (expires_at, handle): stale rows (confirmed handles) are skipped when popped.
-    expiries: list[tuple[float, str]] = field(default_factory=list)
+    # (expires_at, event_id, handle): stale rows (confirmed handles) are skipped when popped;
+    # the event id breaks ties, so that leases of one batch expire oldest event first.
+    expiries: list[tuple[float, int, str]] = field(default_factory=list)
     confirmed: int = 0
 
 
@@ -83,7 +84,7 @@ class LeaseQueue:
     def _expire(self, queue: _Application, now: float) -> None:
         returned: list[int] = []
         while queue.expiries and queue.expiries[0][0] <= now:
-            _, handle = heapq.heappop(queue.expiries)
+            _, _, handle = heapq.heappop(queue.expiries)
             lease = queue.leases.pop(handle, None)
             if lease is not None:
                 returned.append(lease.event_id)
@@ -134,7 +135,7 @@ class LeaseQueue:
             event_id = queue.ready.popleft()
             handle = self._new_handle()
             queue.leases[handle] = _Lease(event_id, expires_at)
-            heapq.heappush(queue.expiries, (expires_at, handle))
+            heapq.heappush(queue.expiries, (expires_at, event_id, handle))
             if self._deliveries[event_id]:
                 self.redelivered += 1
             self._deliveries[event_id] += 1

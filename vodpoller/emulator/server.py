@@ -100,7 +100,7 @@ class Emulator:
         return f"http://{self.endpoint}"
 
     def serve_forever(self) -> None:
-        self.server.serve_forever(poll_interval=0.2)
+        self.server.serve_forever(poll_interval=0.05)
 
     def start(self) -> Emulator:
         self._thread = threading.Thread(target=self.serve_forever, name="vod-emulator", daemon=True)
@@ -213,7 +213,6 @@ class _Handler(BaseHTTPRequestHandler):
     # -- the signed API ------------------------------------------------------------------
 
     def _api(self, method: str, path: str, query: str, body: bytes) -> None:
-        started = time.monotonic()
         headers = {name.lower(): value for name, value in self.headers.items()}
         action = headers.get("x-tc-action", "")
         self.emulator.count_request(action or "(none)")
@@ -233,13 +232,13 @@ class _Handler(BaseHTTPRequestHandler):
             if injected is not None:
                 raise injected
             if outcome is Outcome.HTTP_ERROR:
-                self._sleep_until(started + delay)
+                self._pause(delay)
                 self._send(502, {"Error": "Bad Gateway (injected fault)"})
                 return
             response = self.emulator.api.call(action, _parse_params(body))
         except ApiError as error:
             response = {"Error": {"Code": error.code, "Message": error.message}}
-        self._sleep_until(started + delay)
+        self._pause(delay)
         if outcome is Outcome.DROP:
             # The work is done (events leased, confirm applied); the answer is lost.
             self.close_connection = True
@@ -271,10 +270,10 @@ class _Handler(BaseHTTPRequestHandler):
             )
 
     @staticmethod
-    def _sleep_until(deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining > 0:
-            time.sleep(remaining)
+    def _pause(seconds: float) -> None:
+        """Latency is added after the work, as a network would add it to the answer."""
+        if seconds > 0:
+            time.sleep(seconds)
 
     # -- admin ---------------------------------------------------------------------------
 
