@@ -160,9 +160,7 @@ def test_a_redelivery_after_the_lease_adds_no_row(
     admin.generate(5)
     # Confirms fail until the budget is spent: stored, not confirmed, delivered again later.
     admin.set_faults({"ConfirmEvents": {"error_rate": 1.0, "error_codes": ["InternalError"]}})
-    built = build(
-        lambda url, **p: settings_for(emulator, url, **p), confirm_budget_seconds=0.3
-    )
+    built = build(lambda url, **p: settings_for(emulator, url, **p), confirm_budget_seconds=0.3)
 
     first = built.drain()
     assert (first.stored, first.confirmed) == (5, 0)
