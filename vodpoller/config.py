@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,14 +24,18 @@ from vodpoller.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/vodpoller/config.toml")
 DEFAULT_DATABASE_URL = "sqlite:////var/lib/vodpoller/events.db"
+# host[:port]: a DNS name, an IPv4 address, or an IPv6 address in brackets.
+_ENDPOINT = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?"
+)
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -49,7 +54,7 @@ class VodSettings(_Section):
     region: str = ""
     endpoint: str = "vod.tencentcloudapi.com"
     scheme: Literal["https", "http"] = "https"
-    sub_app_ids: list[Annotated[int, Field(gt=0)]] = Field(default_factory=list)
+    sub_app_ids: list[Annotated[int, Field(gt=0, lt=2**63)]] = Field(default_factory=list)
     request_timeout_seconds: float = Field(10.0, gt=0)
     secret_id: SecretStr | None = None
     secret_key: SecretStr | None = None
@@ -58,7 +63,7 @@ class VodSettings(_Section):
     @field_validator("endpoint")
     @classmethod
     def _bare_endpoint(cls, value: str) -> str:
-        if "://" in value or "/" in value or not value.strip():
+        if not _ENDPOINT.fullmatch(value.strip()):
             raise ValueError("must be host[:port], without scheme or path (use `scheme`)")
         return value.strip()
 
@@ -89,12 +94,13 @@ class PollSettings(_Section):
     interval_seconds: float = Field(1.0, ge=0)
     concurrency: int = Field(4, ge=1, le=64)
     rate_limit_per_second: float = Field(100.0, gt=0)
-    confirm_budget_seconds: float = Field(30.0, gt=0)
+    # VOD refuses a handle 30 s after the pull answered: a longer budget would only waste calls.
+    confirm_budget_seconds: float = Field(30.0, gt=0, le=30)
     max_backoff_seconds: float = Field(60.0, gt=0)
 
 
 class DatabaseSettings(_Section):
-    url: str = DEFAULT_DATABASE_URL
+    url: str = Field(DEFAULT_DATABASE_URL, repr=False)  # may hold a password
 
 
 class LoggingSettings(_Section):
@@ -158,8 +164,8 @@ def _apply_environment(document: dict[str, Any], env: Mapping[str, str]) -> dict
         if isinstance(merged["vod"], dict):
             merged["vod"]["secret_id"] = env["TENCENTCLOUD_SECRET_ID"]
             merged["vod"]["secret_key"] = env["TENCENTCLOUD_SECRET_KEY"]
-            if env.get("TENCENTCLOUD_TOKEN"):
-                merged["vod"]["token"] = env["TENCENTCLOUD_TOKEN"]
+            # A token belongs to its key pair: never pair the file's token with other keys.
+            merged["vod"]["token"] = env.get("TENCENTCLOUD_TOKEN") or None
     return merged
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -15,7 +16,13 @@ from vodpoller.eventtypes import PAYLOAD_FIELD_BY_TYPE
 # longer than their column are cut to fit rather than refused.
 SHORT_TEXT: Final = 255
 LONG_TEXT: Final = 4096
+BIGINT_MIN: Final = -(2**63)
+BIGINT_MAX: Final = 2**63 - 1
 _NOT_PAYLOAD: Final = frozenset({"EventHandle", "EventType"})
+# Text no database can hold: lone UTF-16 surrogates (a cut emoji, `json.loads` lets them
+# through) and NUL (PostgreSQL refuses it in text and JSONB).
+_UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
+REPLACEMENT: Final = "\ufffd"
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,17 @@ class Event:
     session_id: str | None = None
 
 
+def storable(value: Any) -> Any:
+    """The value with unstorable characters in every string (keys too) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub(REPLACEMENT, value)
+    if isinstance(value, Mapping):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [storable(item) for item in value]
+    return value
+
+
 def canonical_json(value: Any) -> str:
     """Sorted keys, no spaces, non-ASCII kept: the same bytes for the same event, always."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -42,7 +60,7 @@ def canonical_json(value: Any) -> str:
 
 def dedup_key(entry: Mapping[str, Any], sub_app_id: int | None) -> str:
     """SHA-256 hex over `<sub_app_id or empty>:` + the canonical entry without `EventHandle`."""
-    body = {k: v for k, v in entry.items() if k != "EventHandle"}
+    body = {k: v for k, v in storable(entry).items() if k != "EventHandle"}
     prefix = "" if sub_app_id is None else str(sub_app_id)
     return hashlib.sha256(f"{prefix}:{canonical_json(body)}".encode()).hexdigest()
 
@@ -68,16 +86,20 @@ def _text(value: Any, limit: int) -> str | None:
 def _integer(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
+    number: int | None = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str):
         try:
-            return int(value.strip())
+            number = int(value.strip())
         except ValueError:
             return None
-    return None
+    # The column is a BIGINT; anything beyond stays in the payload only.
+    if number is None or not BIGINT_MIN <= number <= BIGINT_MAX:
+        return None
+    return number
 
 
 def _object(value: Any) -> Mapping[str, Any]:
@@ -96,6 +118,7 @@ def _first(*values: Any) -> Any:
 
 def parse_entry(entry: Mapping[str, Any], sub_app_id: int | None) -> Event:
     """Build the record for one entry of a `PullEvents` answer."""
+    entry = storable(entry)
     payload = find_payload(entry) or {}
     output = _object(payload.get("Output"))
     return Event(

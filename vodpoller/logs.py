@@ -43,9 +43,10 @@ class SecretRedactor:
             return {k: self._value(str(k), v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self._value(key, v) for v in value]
-        if isinstance(value, BaseException):
-            return self._text(str(value))
-        return value
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        # Anything else is rendered through repr() later: redact that text now.
+        return self._text(str(value) if isinstance(value, BaseException) else repr(value))
 
     def __call__(self, _logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
         return {key: self._value(key, value) for key, value in event_dict.items()}

@@ -90,7 +90,9 @@ def translate(error: TencentCloudSDKException, action: str) -> SourceError:
         else error.message
     )
     kind = TransientSourceError if is_transient(code) else FatalSourceError
-    if action == "ConfirmEvents" and code.startswith("InvalidParameterValue"):
+    # The documented answer to an expired handle is a parameter error; a sub-code such as
+    # InvalidParameterValue.SubAppId says something else and stays fatal.
+    if action == "ConfirmEvents" and code == "InvalidParameterValue":
         kind = HandlesRejectedError
     text = f"{action} failed: {code}: {message}"
     if error.requestId:

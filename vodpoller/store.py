@@ -176,8 +176,11 @@ class EventStore:
                 _log.info(
                     "storage_transaction_retried", what=what, attempt=attempt, error=_reason(exc)
                 )
-                time.sleep(random.uniform(0, _RETRY_PAUSE_SECONDS * attempt))
-                attempt += 1
+            except (ValueError, OverflowError, UnicodeError) as exc:
+                # A value the driver cannot bind: this batch fails, the daemon goes on.
+                raise StorageError(f"{what} failed: a value the database cannot hold") from exc
+            time.sleep(random.uniform(0, _RETRY_PAUSE_SECONDS * attempt))
+            attempt += 1
 
     def _upsert(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
         """One INSERT for `rows` that adds to `deliveries` on a known key; returns the new rows."""
