@@ -15,7 +15,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from vodpoller.errors import StorageError
@@ -71,7 +71,7 @@ def _run(direction: str, url_or_engine: str | Engine, revision: str) -> None:
     config = alembic_config()
     with _engine(url_or_engine) as engine:
         try:
-            with engine.begin() as connection:
+            with engine.begin() as connection, _migration_lock(connection):
                 config.attributes["connection"] = connection
                 if direction == "upgrade":
                     command.upgrade(config, revision)
@@ -81,6 +81,40 @@ def _run(direction: str, url_or_engine: str | Engine, revision: str) -> None:
             raise StorageError(
                 f"schema {direction} of {safe_url(engine.url)} to {revision} failed"
             ) from exc
+
+
+# Any constant: the key of the advisory lock that serialises migrations across daemons.
+_LOCK_KEY = 0x766F64706F6C6C  # "vodpoll"
+_LOCK_NAME = "vodpoller.migrate"
+_LOCK_WAIT_SECONDS = 300
+
+
+@contextmanager
+def _migration_lock(connection: Connection) -> Iterator[None]:
+    """Two daemons starting together must not both create the schema: the second waits, then
+    finds it at the newest revision."""
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        # Released with the transaction the revisions run in.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        yield
+    elif dialect in ("mysql", "mariadb"):
+        # MySQL DDL commits on its own: a session lock, released explicitly.
+        got = connection.execute(
+            text("SELECT GET_LOCK(:name, :wait)"), {"name": _LOCK_NAME, "wait": _LOCK_WAIT_SECONDS}
+        ).scalar()
+        if got != 1:
+            raise StorageError(
+                f"another process held the migration lock for {_LOCK_WAIT_SECONDS} s"
+            )
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _LOCK_NAME})
+    else:
+        # SQLite: every transaction begins IMMEDIATE (store.py), so this one already holds the
+        # write lock and a second process waits on the busy timeout.
+        yield
 
 
 @contextmanager

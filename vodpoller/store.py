@@ -301,4 +301,7 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _begin_sqlite_transaction(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # IMMEDIATE takes the write lock up front: a transaction that read first and then writes
+    # would get "database is locked" at once, without the busy timeout, when another process
+    # (a second daemon, a migration) wrote in between.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -3,6 +3,8 @@ describe (the drift test), and they go down to nothing and up again."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -89,3 +91,23 @@ def test_wheel_lists_every_package_and_maps_the_migrations() -> None:
     }
     on_disk |= {"vodpoller", "vodpoller.migrations", "vodpoller.migrations.versions"}
     assert set(setuptools["packages"]) == on_disk
+
+
+def test_daemons_starting_together_migrate_once_without_error(database_url: str) -> None:
+    # Processes, not threads: that is how daemons start, and Alembic's context is global.
+    script = "import sys, vodpoller.migrate as m; m.upgrade(sys.argv[1])"
+    starts = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, database_url], stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    outcomes = [start.communicate(timeout=60) for start in starts]
+    outcomes = [(start.returncode, stderr) for start, (_, stderr) in zip(starts, outcomes)]
+
+    assert outcomes == [(0, "")] * 3
+    engine = make_engine(database_url)
+    try:
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
