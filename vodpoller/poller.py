@@ -107,6 +107,8 @@ class Poller:
         self.concurrency = concurrency
         self.confirm_budget_seconds = confirm_budget_seconds
         self.stopping = stop or threading.Event()
+        self._unmarked: list[str] = []  # confirmed, confirmed_at not yet recorded
+        self._unmarked_lock = threading.Lock()
         self._helpers = (
             ThreadPoolExecutor(max_workers=concurrency - 1, thread_name_prefix="drain")
             if concurrency > 1
@@ -116,6 +118,8 @@ class Poller:
     def close(self) -> None:
         if self._helpers is not None:
             self._helpers.shutdown(wait=True)
+        if self._unmarked:
+            self._mark_confirmed([])  # a last try for confirmed_at marks still waiting
 
     # -- one drain -----------------------------------------------------------------------
 
@@ -195,14 +199,7 @@ class Poller:
         handles = [event.event_handle for event in events if event.event_handle]
         confirmed = self._confirm(batch, handles) if handles else False
         if confirmed:
-            try:
-                self.store.mark_confirmed([event.dedup_key for event in events])
-            except StorageError as error:
-                log.warning(
-                    "confirmed but confirmed_at not recorded",
-                    sub_app_id=batch.sub_app_id,
-                    error=describe(error),
-                )
+            self._mark_confirmed([event.dedup_key for event in events])
         result = DrainResult(
             pulled=len(events),
             stored=saved.stored,
@@ -221,6 +218,24 @@ class Poller:
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
         return result
+
+    def _mark_confirmed(self, dedup_keys: list[str]) -> None:
+        """Record `confirmed_at`. These events will not come back, so when the database fails
+        right now the keys wait here and are recorded with a later batch."""
+        with self._unmarked_lock:
+            keys = self._unmarked + dedup_keys
+            self._unmarked = []
+        try:
+            self.store.mark_confirmed(keys)
+        except StorageError as error:
+            with self._unmarked_lock:
+                self._unmarked.extend(keys)
+                waiting = len(self._unmarked)
+            log.warning(
+                "confirmed, confirmed_at to be recorded later",
+                waiting=waiting,
+                error=describe(error),
+            )
 
     def _confirm(self, batch: Batch, handles: list[str]) -> bool:
         """True when the service took the handles. Retries transient failures until the

@@ -132,8 +132,9 @@ def test_two_daemons_on_one_database_store_every_event_exactly_once(
     try:
         with engine.connect() as connection:
             rows = connection.execute(
-                select(vod_events.c.sub_app_id, func.count(), func.count(vod_events.c.confirmed_at))
-                .group_by(vod_events.c.sub_app_id)
+                select(
+                    vod_events.c.sub_app_id, func.count(), func.count(vod_events.c.confirmed_at)
+                ).group_by(vod_events.c.sub_app_id)
             ).all()
     finally:
         engine.dispose()
@@ -246,4 +247,3 @@ def test_a_database_outage_mid_drain_loses_nothing_and_needs_no_restart(
     assert 1 <= len(streak_lines) <= 3, streak_lines  # once per streak, not per attempt
     assert any(line["event"] == "recovered" for line in lines)
     assert all(line["event"] != "unexpected error: stopping" for line in lines)
-

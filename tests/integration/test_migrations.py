@@ -102,8 +102,8 @@ def test_daemons_starting_together_migrate_once_without_error(database_url: str)
         )
         for _ in range(3)
     ]
-    outcomes = [start.communicate(timeout=60) for start in starts]
-    outcomes = [(start.returncode, stderr) for start, (_, stderr) in zip(starts, outcomes)]
+    errors = [start.communicate(timeout=60)[1] for start in starts]
+    outcomes = [(start.returncode, error) for start, error in zip(starts, errors, strict=True)]
 
     assert outcomes == [(0, "")] * 3
     engine = make_engine(database_url)

@@ -563,6 +563,22 @@ def test_a_failure_to_record_confirmed_at_is_logged_and_the_drain_goes_on(rig: R
     assert any(line["log_level"] == "warning" for line in captured)
 
 
+def test_confirmed_at_that_could_not_be_recorded_is_recorded_with_a_later_batch(
+    rig: Rig,
+) -> None:
+    store = rig.hooked(fail_mark_confirmed=True)
+    poller = rig.poller(store=store)
+    rig.enqueue(3)
+    poller.drain(None)
+    assert rig.confirmed_rows() == [False] * 3
+
+    store.fail_mark_confirmed = False
+    rig.enqueue(2, start=3)
+    poller.drain(None)
+
+    assert rig.confirmed_rows() == [True] * 5
+
+
 # -- concurrency and stopping ----------------------------------------------------------------
 
 
