@@ -11,6 +11,19 @@ from vodpoller.config import DatabaseSettings, PollSettings, Settings, VodSettin
 from vodpoller.emulator.server import Emulator
 
 
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def settings_for(
     emulator: Emulator,
     database_url: str,

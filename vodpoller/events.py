@@ -25,6 +25,19 @@ _UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
 REPLACEMENT: Final = "\ufffd"
 
 
+# The columns copied out of the payload, in the table's order.
+PAYLOAD_COLUMNS: Final = (
+    "task_id",
+    "file_id",
+    "status",
+    "err_code",
+    "message",
+    "file_url",
+    "session_context",
+    "session_id",
+)
+
+
 @dataclass(frozen=True)
 class Event:
     dedup_key: str

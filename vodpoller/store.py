@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from vodpoller.errors import StorageError
-from vodpoller.events import Event
+from vodpoller.events import PAYLOAD_COLUMNS, Event
 from vodpoller.schema import vod_events
 
 _T = TypeVar("_T")
@@ -229,14 +229,7 @@ def _row(item: Event, received_at: datetime) -> dict[str, Any]:
         "sub_app_id": item.sub_app_id,
         "event_type": item.event_type,
         "event_handle": item.event_handle,
-        "task_id": item.task_id,
-        "file_id": item.file_id,
-        "status": item.status,
-        "err_code": item.err_code,
-        "message": item.message,
-        "file_url": item.file_url,
-        "session_context": item.session_context,
-        "session_id": item.session_id,
+        **{column: getattr(item, column) for column in PAYLOAD_COLUMNS},
         "payload": item.payload,
         "received_at": received_at,
         "deliveries": 1,

@@ -17,7 +17,7 @@ from vodpoller.config import Settings
 from vodpoller.emulator.admin import EmulatorAdmin
 from vodpoller.emulator.samples import load_samples
 from vodpoller.errors import StorageError
-from vodpoller.events import parse_entry
+from vodpoller.events import PAYLOAD_COLUMNS, parse_entry
 from vodpoller.poller import Poller
 from vodpoller.schema import vod_events
 from vodpoller.store import EventStore
@@ -72,17 +72,7 @@ def test_every_sample_type_is_stored_with_its_typed_columns(
     for sample in samples:
         expected = parse_entry(sample, None)
         row = rows[sample["EventType"]]
-        for column in (
-            "task_id",
-            "file_id",
-            "status",
-            "err_code",
-            "message",
-            "file_url",
-            "session_context",
-            "session_id",
-            "dedup_key",
-        ):
+        for column in (*PAYLOAD_COLUMNS, "dedup_key"):
             assert row[column] == getattr(expected, column), (sample["EventType"], column)
         payload = dict(row["payload"])
         assert payload.pop("EventHandle") == row["event_handle"]

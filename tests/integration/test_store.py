@@ -16,26 +16,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tests.databases import EventFactory, drop_database
 from vodpoller.errors import StorageError
-from vodpoller.events import LONG_TEXT, SHORT_TEXT, Event
+from vodpoller.events import LONG_TEXT, PAYLOAD_COLUMNS, SHORT_TEXT, Event
 from vodpoller.migrate import upgrade
 from vodpoller.schema import vod_events
 from vodpoller.store import EventStore, SaveResult, make_engine
 
 CHINA = timezone(timedelta(hours=8))
-TYPED_COLUMNS = (
-    "dedup_key",
-    "sub_app_id",
-    "event_type",
-    "event_handle",
-    "task_id",
-    "file_id",
-    "status",
-    "err_code",
-    "message",
-    "file_url",
-    "session_context",
-    "session_id",
-)
+TYPED_COLUMNS = ("event_type", "event_handle", *PAYLOAD_COLUMNS)
 
 
 def by_key(store: EventStore) -> dict[str, dict[str, Any]]:

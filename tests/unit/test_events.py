@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from vodpoller.emulator.samples import load_samples
 from vodpoller.events import (
     LONG_TEXT,
+    PAYLOAD_COLUMNS,
     SHORT_TEXT,
     Event,
     dedup_key,
@@ -25,16 +26,6 @@ from vodpoller.eventtypes import PAYLOAD_FIELD_BY_TYPE, PAYLOAD_FIELDS
 
 SAMPLES = load_samples()
 SAMPLE_IDS = [sample["EventType"] for sample in SAMPLES]
-COLUMNS = (
-    "task_id",
-    "file_id",
-    "status",
-    "err_code",
-    "message",
-    "file_url",
-    "session_context",
-    "session_id",
-)
 
 
 def event_entry(
@@ -74,7 +65,7 @@ def reordered(value: Any) -> Any:
 
 
 def columns(event: Event) -> dict[str, Any]:
-    return {name: getattr(event, name) for name in COLUMNS}
+    return {name: getattr(event, name) for name in PAYLOAD_COLUMNS}
 
 
 def _text_or_none(value: Any) -> str | None:
@@ -413,7 +404,7 @@ def test_any_json_entry_is_parsed_and_its_key_ignores_key_order_and_handle(
     assert parse_entry(reordered(entry), sub_app_id).dedup_key == event.dedup_key
     handled = {**entry, "EventHandle": "another-handle"}
     assert parse_entry(handled, sub_app_id).dedup_key == event.dedup_key
-    for name in COLUMNS:
+    for name in PAYLOAD_COLUMNS:
         value = getattr(event, name)
         assert value is None or isinstance(value, int if name == "err_code" else str)
 

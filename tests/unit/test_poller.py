@@ -17,6 +17,7 @@ import tenacity
 from structlog.testing import capture_logs
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
+from tests.helpers import FakeClock
 from vodpoller import migrate
 from vodpoller import poller as poller_module
 from vodpoller.emulator.queue import LeaseQueue, QueueCounts
@@ -35,17 +36,6 @@ from vodpoller.store import EventStore, SaveResult
 
 LEASE = 30.0
 APP = 1400000001
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def event_entry(n: int) -> dict[str, Any]:
