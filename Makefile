@@ -16,7 +16,7 @@ endif
 # The SDK honours HTTP(S)_PROXY; the emulator is always on loopback.
 export NO_PROXY := 127.0.0.1,localhost,$(NO_PROXY)
 
-.PHONY: demo test lint format clean
+.PHONY: demo test lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.emulator_throughput
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache vodpoller-demo.db

@@ -178,6 +178,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: with Nagle and the client's delayed ACK every
+    # keep-alive answer would wait ~40 ms for the second one.
+    disable_nagle_algorithm = True
     server: _Server
 
     @property
