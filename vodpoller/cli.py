@@ -12,6 +12,7 @@ from types import FrameType
 from vodpoller import __version__, app, logs
 from vodpoller.config import Settings, config_path, load_settings
 from vodpoller.errors import ConfigError, VodpollerError, describe
+from vodpoller.events_cli import add_events_command
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -164,13 +165,19 @@ def _add_emulator(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.set_defaults(handler=_emulator)
 
 
-def _add_daemon_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _config_option() -> argparse.ArgumentParser:
     config = argparse.ArgumentParser(add_help=False)
     config.add_argument(
         "--config",
         metavar="PATH",
         help="the TOML configuration (default: $VODPOLLER_CONFIG, else /etc/vodpoller/config.toml)",
     )
+    return config
+
+
+def _add_daemon_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], config: argparse.ArgumentParser
+) -> None:
     no_migrate = argparse.ArgumentParser(add_help=False)
     no_migrate.add_argument(
         "--no-migrate",
@@ -208,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vodpoller {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_daemon_commands(commands)
+    config = _config_option()
+    _add_daemon_commands(commands, config)
+    add_events_command(commands, config)
     _add_emulator(commands)
     return parser
 
@@ -220,10 +229,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except ConfigError as error:
-        print(f"vodpoller: configuration error: {describe(error)}", file=sys.stderr)
+        print(f"vodpoller: {describe(error)}", file=sys.stderr)
         return EXIT_USAGE
     except VodpollerError as error:
         print(f"vodpoller: {describe(error)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE
+    except BrokenPipeError:
+        # The reader went away (`vodpoller events list | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

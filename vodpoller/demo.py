@@ -4,7 +4,7 @@ with the real SDK over HTTP, then a table of what was stored."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from pydantic import SecretStr
 
@@ -12,6 +12,7 @@ from vodpoller import logs
 from vodpoller.app import drain_all, make_poller, make_source, open_store
 from vodpoller.config import DatabaseSettings, PollSettings, Settings, VodSettings
 from vodpoller.emulator.server import Emulator, EmulatorOptions
+from vodpoller.output import write_table
 
 DEMO_DATABASE = Path("vodpoller-demo.db")
 _EXAMPLE_QUERY = "SELECT event_type, task_id, status, deliveries FROM vod_events"
@@ -29,20 +30,6 @@ def demo_settings(emulator: Emulator, database: Path) -> Settings:
         poll=PollSettings(interval_seconds=0.0),
         database=DatabaseSettings(url=f"sqlite:///{database}"),
     )
-
-
-def _table(rows: list[dict[str, Any]], out: TextIO) -> None:
-    cells = [[("" if row[c] is None else str(row[c])) for c in _COLUMNS] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(_COLUMNS)]
-    widths = [min(w, 44) for w in widths]
-
-    def line(values: list[str] | tuple[str, ...]) -> str:
-        return "  ".join(v[:w].ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
-
-    print(line(_COLUMNS), file=out)
-    print(line(["-" * w for w in widths]), file=out)
-    for row in cells:
-        print(line(row), file=out)
 
 
 def run_demo(out: TextIO, database: Path = DEMO_DATABASE) -> int:
@@ -67,13 +54,15 @@ def run_demo(out: TextIO, database: Path = DEMO_DATABASE) -> int:
     print(f"Drained with the Tencent Cloud SDK over HTTP: {result.summary()}", file=out)
     print(f"Emulator after the drain: Queued={left['Queued']} Leased={left['Leased']}", file=out)
     print(file=out)
-    _table(rows, out)
+    write_table(rows, _COLUMNS, out)
     print(file=out)
     print(
         f"{len(rows)} rows in {database} (table vod_events). Run the demo again: the same "
         "events are recognised, no row is added, `deliveries` goes up.",
         file=out,
     )
-    print("Query it with any SQLite client, e.g.:", file=out)
+    print("Query it:", file=out)
+    print(f"  .venv/bin/vodpoller events stats --database-url sqlite:///{database}", file=out)
+    print(f"  .venv/bin/vodpoller events show 1 --database-url sqlite:///{database}", file=out)
     print(f'  sqlite3 {database} "{_EXAMPLE_QUERY}"', file=out)
     return 0

@@ -1,0 +1,200 @@
+"""`vodpoller events list/show/stats/export/tail`: query what is stored. Thin: arguments in,
+`EventQueries` and `output` do the work."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+from vodpoller.config import config_path, load_settings
+from vodpoller.errors import ConfigError
+from vodpoller.output import (
+    EVENT_COLUMNS,
+    FORMATS,
+    json_ready,
+    write_json_lines,
+    write_rows,
+    write_stream,
+)
+from vodpoller.queries import EventFilter, EventQueries, parse_moment
+from vodpoller.store import EventStore
+
+STATS_COLUMNS = (
+    "event_type",
+    "events",
+    "deliveries",
+    "unconfirmed",
+    "first_received_at",
+    "last_received_at",
+)
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    if args.database_url:
+        return str(args.database_url)
+    return load_settings(config_path(args.config, os.environ)).database.url
+
+
+@contextlib.contextmanager
+def _queries(args: argparse.Namespace) -> Iterator[EventQueries]:
+    store = EventStore.connect(_database_url(args))
+    try:
+        yield EventQueries(store)
+    finally:
+        store.dispose()
+
+
+def _filter(args: argparse.Namespace) -> EventFilter:
+    return EventFilter(
+        event_type=args.type,
+        sub_app_id=args.sub_app_id,
+        task_id=args.task_id,
+        file_id=args.file_id,
+        since=parse_moment(args.since) if args.since else None,
+        until=parse_moment(args.until) if args.until else None,
+    )
+
+
+def _list(args: argparse.Namespace) -> int:
+    with _queries(args) as queries:
+        rows = queries.latest(_filter(args), args.limit)
+    write_rows(rows, args.format, sys.stdout, EVENT_COLUMNS)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    with _queries(args) as queries:
+        row = queries.one(args.key)
+    if row is None:
+        print(f"vodpoller: no event {args.key!r}", file=sys.stderr)
+        return 1
+    print(json.dumps(json_ready(row), ensure_ascii=False, indent=2))
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    with _queries(args) as queries:
+        rows = queries.stats(_filter(args))
+    write_rows(rows, args.format, sys.stdout, STATS_COLUMNS)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    with _queries(args) as queries, _output(args.output) as out:
+        count = write_json_lines(queries.every(_filter(args)), out)
+    if args.output:
+        print(f"{count} event(s) written to {args.output}", file=sys.stderr)
+    return 0
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    if not path or path == "-":
+        yield sys.stdout
+        return
+    try:
+        with Path(path).open("w", encoding="utf-8") as file:
+            yield file
+    except OSError as error:
+        raise ConfigError(f"cannot write {path}: {error.strerror}") from None
+
+
+@contextlib.contextmanager
+def _until_stopped() -> Iterator[threading.Event]:
+    """An event set by SIGTERM/SIGINT, previous handlers restored after."""
+    stopped = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stopped.set())
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield stopped
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _tail(args: argparse.Namespace) -> int:
+    where = _filter(args)
+    with _queries(args) as queries, _until_stopped() as stopped:
+        backlog = list(reversed(queries.latest(where, args.limit)))
+        write_stream(backlog, args.format, sys.stdout, header=True)
+        last = backlog[-1]["id"] if backlog else queries.newest_id()
+        sys.stdout.flush()
+        while not stopped.wait(args.interval):
+            rows = queries.after(where, last)
+            if rows:
+                write_stream(rows, args.format, sys.stdout, header=False)
+                last = rows[-1]["id"]
+                sys.stdout.flush()
+    return 0
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--type", metavar="EVENT_TYPE", help="e.g. PullComplete")
+    parser.add_argument("--sub-app-id", type=int, metavar="N")
+    parser.add_argument("--task-id", metavar="ID")
+    parser.add_argument("--file-id", metavar="ID")
+    parser.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="received at or after: ISO 8601 (UTC by default) or an age: 30m, 2h, 1d",
+    )
+    parser.add_argument("--until", metavar="WHEN", help="received before; same forms as --since")
+
+
+def add_events_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], config: argparse.ArgumentParser
+) -> None:
+    """`vodpoller events ...`; `config` is the parent parser with `--config`."""
+    source = argparse.ArgumentParser(add_help=False, parents=[config])
+    source.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="query this database instead of the configuration's (no configuration needed)",
+    )
+    filters = argparse.ArgumentParser(add_help=False)
+    _add_filters(filters)
+    fmt = argparse.ArgumentParser(add_help=False)
+    fmt.add_argument("--format", choices=FORMATS, default="table", help="(default %(default)s)")
+
+    events = commands.add_parser("events", help="query the stored events")
+    actions = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")
+    listing = actions.add_parser(
+        "list", parents=[source, filters, fmt], help="the newest events, newest first"
+    )
+    listing.add_argument("--limit", type=int, default=50, metavar="N", help="(default %(default)s)")
+    listing.set_defaults(handler=_list)
+    show = actions.add_parser("show", parents=[source], help="one event with its payload, as JSON")
+    show.add_argument("key", help="the id, or a dedup key (at least its first 8 characters)")
+    show.set_defaults(handler=_show)
+    actions.add_parser(
+        "stats",
+        parents=[source, filters, fmt],
+        help="per event type: counts, deliveries, unconfirmed",
+    ).set_defaults(handler=_stats)
+    export = actions.add_parser(
+        "export", parents=[source, filters], help="every matching event as JSON Lines, oldest first"
+    )
+    export.add_argument("--output", metavar="FILE", help="write here instead of stdout")
+    export.set_defaults(handler=_export)
+    tail = actions.add_parser(
+        "tail",
+        parents=[source, filters, fmt],
+        help="the last events, then new ones as they are stored, until Ctrl-C",
+    )
+    tail.add_argument(
+        "--limit", type=int, default=10, metavar="N", help="shown first (%(default)s)"
+    )
+    tail.add_argument(
+        "--interval", type=float, default=1.0, metavar="SECONDS", help="(%(default)s)"
+    )
+    tail.set_defaults(handler=_tail)
