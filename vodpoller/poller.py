@@ -23,7 +23,7 @@ from tenacity import (
 from vodpoller.errors import StorageError, TransientSourceError, describe
 from vodpoller.events import Event, parse_entry
 from vodpoller.logs import get_logger
-from vodpoller.source import Batch, EventSource, HandlesRejectedError
+from vodpoller.source import MAX_CONFIRM_HANDLES, Batch, EventSource, HandlesRejectedError
 
 log = get_logger(__name__)
 
@@ -83,10 +83,14 @@ def _outcome_error(state: RetryCallState) -> str | None:
     return describe(error) if error else None
 
 
-def _is_ambiguous(error: BaseException) -> bool:
-    """The call may have been applied although we got no answer (timeout, reset, 502)."""
-    code = getattr(error, "code", None) or ""
-    return isinstance(error, TransientSourceError) and not code.startswith("RequestLimitExceeded")
+# No answer, a gateway's answer, or one we could not read: the service may have done the work.
+_OUTCOME_UNKNOWN = frozenset({"ClientNetworkError", "ServerNetworkError", None})
+
+
+def _is_ambiguous(error: TransientSourceError) -> bool:
+    """The call may have been applied although its answer said nothing (timeout, reset, 502).
+    An answer from the service itself (InternalError, throttling) means it was not."""
+    return error.code in _OUTCOME_UNKNOWN
 
 
 class Poller:
@@ -109,15 +113,25 @@ class Poller:
         self.stopping = stop or threading.Event()
         self._unmarked: list[str] = []  # confirmed, confirmed_at not yet recorded
         self._unmarked_lock = threading.Lock()
-        self._helpers = (
-            ThreadPoolExecutor(max_workers=concurrency - 1, thread_name_prefix="drain")
-            if concurrency > 1
-            else None
-        )
+        # Extra pullers, a pool per application so that a busy one never starves another.
+        self._helpers: dict[int | None, ThreadPoolExecutor] = {}
+        self._helpers_lock = threading.Lock()
+
+    def _helpers_of(self, sub_app_id: int | None) -> ThreadPoolExecutor:
+        with self._helpers_lock:
+            pool = self._helpers.get(sub_app_id)
+            if pool is None:
+                pool = self._helpers[sub_app_id] = ThreadPoolExecutor(
+                    max_workers=self.concurrency - 1,
+                    thread_name_prefix=f"drain-{sub_app_id or 'default'}",
+                )
+            return pool
 
     def close(self) -> None:
-        if self._helpers is not None:
-            self._helpers.shutdown(wait=True)
+        with self._helpers_lock:
+            pools = list(self._helpers.values())
+        for pool in pools:
+            pool.shutdown(wait=True)
         if self._unmarked:
             self._mark_confirmed([])  # a last try for confirmed_at marks still waiting
 
@@ -131,13 +145,14 @@ class Poller:
         failed = threading.Event()
         errors: list[BaseException] = []
         workers: list[Future[None]] = []
+        active = [1]  # pullers at work now, this thread included
 
-        def may_grow() -> bool:
+        def may_grow() -> None:
             with lock:
-                if self._helpers is None or failed.is_set() or len(workers) + 1 >= self.concurrency:
-                    return False
-                workers.append(self._helpers.submit(work))
-                return True
+                if failed.is_set() or active[0] >= self.concurrency:
+                    return
+                active[0] += 1
+                workers.append(self._helpers_of(sub_app_id).submit(work))
 
         def work() -> None:
             try:
@@ -156,6 +171,9 @@ class Poller:
                 failed.set()
                 with lock:
                     errors.append(error)
+            finally:
+                with lock:
+                    active[0] -= 1
 
         work()
         while True:
@@ -196,16 +214,20 @@ class Poller:
         started = time.monotonic()
         events = [parse_entry(entry, batch.sub_app_id) for entry in batch.entries]
         saved = self.store.save(events)  # StorageError: nothing is confirmed, events come back
-        handles = [event.event_handle for event in events if event.event_handle]
-        confirmed = self._confirm(batch, handles) if handles else False
+        confirmable = [event for event in events if event.event_handle]
+        confirmed: list[str] = []
+        for start in range(0, len(confirmable), MAX_CONFIRM_HANDLES):
+            chunk = confirmable[start : start + MAX_CONFIRM_HANDLES]
+            if self._confirm(batch, [event.event_handle for event in chunk]):
+                confirmed.extend(event.dedup_key for event in chunk)
         if confirmed:
-            self._mark_confirmed([event.dedup_key for event in events])
+            self._mark_confirmed(confirmed)
         result = DrainResult(
             pulled=len(events),
             stored=saved.stored,
             duplicates=saved.duplicates,
-            confirmed=len(handles) if confirmed else 0,
-            unconfirmed=0 if confirmed else len(handles),
+            confirmed=len(confirmed),
+            unconfirmed=len(confirmable) - len(confirmed),
             pulls=1,
         )
         log.info(
@@ -216,6 +238,7 @@ class Poller:
             duplicates=result.duplicates,
             confirmed=result.confirmed,
             duration_ms=round((time.monotonic() - started) * 1000, 1),
+            request_id=batch.request_id,
         )
         return result
 

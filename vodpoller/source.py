@@ -175,8 +175,9 @@ class VodEventSource:
             answer = self._client().call_json(action, params)
         except TencentCloudSDKException as error:
             raise translate(error, action) from error
-        except (ValueError, TypeError) as error:
-            # call_json parses the body itself, outside the SDK's own error wrapping.
+        except (ValueError, TypeError, LookupError) as error:
+            # call_json parses the body itself, outside the SDK's own error wrapping: a body
+            # that is not JSON, or an error envelope without Response/RequestId (KeyError).
             raise TransientSourceError(f"{action} failed: unreadable answer: {error}") from error
         response = answer.get("Response") if isinstance(answer, dict) else None
         if not isinstance(response, dict):

@@ -506,7 +506,7 @@ def test_a_lost_confirm_answer_then_rejected_handles_count_as_confirmed(rig: Rig
     [
         ("ClientNetworkError", True),
         ("ServerNetworkError", True),
-        ("InternalError", True),
+        ("InternalError", False),
         ("RequestLimitExceeded", False),
         ("RequestLimitExceeded.UinLimitExceeded", False),
     ],
@@ -514,7 +514,8 @@ def test_a_lost_confirm_answer_then_rejected_handles_count_as_confirmed(rig: Rig
 def test_rejected_handles_after_a_transient_failure_count_as_confirmed_only_if_it_was_ambiguous(
     code: str, confirmed: bool, rig: Rig
 ) -> None:
-    # A throttled call was refused before it did anything; a network error may have gone through.
+    # A network error or a gateway's 502 may have gone through; an answer from the service
+    # itself (throttled, InternalError) says it did nothing.
     rig.enqueue(2)
     scripted = rig.scripted(
         confirm_steps=[fails_with(lambda: transient(code)), fails_with(rejected)]
@@ -753,3 +754,17 @@ def test_an_undecodable_bytes_message_does_not_break_the_translation() -> None:
     error = translate(TencentCloudSDKException("InternalError", b"\xff\xfe oops", None), "X")
     assert "oops" in str(error)
     assert "b'" not in str(error)
+
+
+def test_an_answer_of_more_than_sixteen_events_is_confirmed_sixteen_at_a_time(
+    rig: Rig,
+) -> None:
+    # PullEvents promises at most 16; a service that sends more is still confirmed correctly.
+    rig.enqueue(40)
+    scripted = ScriptedSource(LeaseQueueSource(rig.queue, max_events=40))
+
+    result = rig.poller(scripted).drain(None)
+
+    assert [len(handles) for handles in scripted.confirms] == [16, 16, 8]
+    assert (result.pulled, result.confirmed, result.unconfirmed) == (40, 40, 0)
+    assert rig.confirmed_rows() == [True] * 40

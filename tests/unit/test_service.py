@@ -1,0 +1,163 @@
+"""The daemon's scheduling: each application drained again after each run, backoff on error
+streaks, a stop that waits for the drains in flight and never deadlocks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from vodpoller import migrate
+from vodpoller.emulator.queue import LeaseQueue
+from vodpoller.errors import StorageError
+from vodpoller.poller import Poller
+from vodpoller.service import Service
+from vodpoller.source import Batch, LeaseQueueSource
+from vodpoller.store import EventStore
+
+APPS = (None, 1500000001, 1500000002, 1500000003)
+
+
+class CountingSource(LeaseQueueSource):
+    """Counts pulls per application."""
+
+    def __init__(self, queue: LeaseQueue):
+        super().__init__(queue)
+        self.pulls: dict[int | None, int] = dict.fromkeys(APPS, 0)
+        self._lock = threading.Lock()
+
+    def pull(self, sub_app_id: int | None) -> Batch:
+        with self._lock:
+            self.pulls[sub_app_id] += 1
+        return super().pull(sub_app_id)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[EventStore]:
+    with EventStore.connect(f"sqlite:///{tmp_path / 'events.db'}") as opened:
+        migrate.upgrade(opened.engine)
+        yield opened
+
+
+def _run_in_thread(service: Service) -> tuple[threading.Thread, list[int]]:
+    code: list[int] = []
+    thread = threading.Thread(
+        target=lambda: code.append(service.run(install_signal_handlers=False))
+    )
+    thread.start()
+    return thread, code
+
+
+def test_every_application_is_drained_again_and_again_even_with_no_interval(
+    store: EventStore,
+) -> None:
+    queue = LeaseQueue()
+    source = CountingSource(queue)
+    service = Service(Poller(source, store), APPS, interval_seconds=0.0)
+    thread, code = _run_in_thread(service)
+
+    deadline = time.monotonic() + 10
+    while min(source.pulls.values()) < 20:
+        assert time.monotonic() < deadline, source.pulls
+        time.sleep(0.01)
+    service.stop()
+    thread.join(10)
+
+    assert not thread.is_alive()
+    assert code == [0]
+
+
+def test_stop_waits_for_the_batch_in_flight_and_confirms_it(store: EventStore) -> None:
+    queue = LeaseQueue()
+    queue.enqueue(None, [{"EventType": "X", "X": {"TaskId": str(n)}} for n in range(5)])
+    saving = threading.Event()
+    release = threading.Event()
+
+    class SlowStore:
+        def save(self, events: Sequence[object], received_at: object = None) -> object:
+            saving.set()
+            release.wait(5)
+            return store.save(events)  # type: ignore[arg-type]
+
+        def mark_confirmed(self, keys: Sequence[str], at: object = None) -> int:
+            return store.mark_confirmed(keys)
+
+    service = Service(Poller(LeaseQueueSource(queue), SlowStore()), (None,))  # type: ignore[arg-type]
+    thread, code = _run_in_thread(service)
+    assert saving.wait(5)
+
+    service.stop()
+    time.sleep(0.2)
+    assert thread.is_alive()  # still finishing the batch
+    release.set()
+    thread.join(10)
+
+    assert code == [0]
+    assert queue.counts()[None].confirmed == 5
+    assert store.count() == 5
+
+
+def test_backoff_doubles_per_failure_up_to_the_cap_without_overflowing(
+    store: EventStore,
+) -> None:
+    service = Service(
+        Poller(LeaseQueueSource(LeaseQueue()), store),
+        (None,),
+        interval_seconds=0.5,
+        max_backoff_seconds=60.0,
+    )
+    streak = service._streaks[None]
+
+    delays = []
+    for failures in (0, 1, 2, 3, 7, 8, 5000):
+        streak.failures = failures
+        delays.append(service._delay_after(streak))
+
+    assert delays == [0.5, 1.0, 2.0, 4.0, 60.0, 60.0, 60.0]
+
+
+def test_a_storage_failure_streak_is_logged_once_and_its_recovery_once(
+    store: EventStore,
+) -> None:
+    from structlog.testing import capture_logs
+
+    queue = LeaseQueue(lease_seconds=0.05)
+    failing = [True]
+
+    class FlakyStore:
+        def save(self, events: Sequence[object], received_at: object = None) -> object:
+            if failing[0]:
+                raise StorageError(f"storing a batch of {len(events)} events failed")
+            return store.save(events)  # type: ignore[arg-type]
+
+        def mark_confirmed(self, keys: Sequence[str], at: object = None) -> int:
+            return store.mark_confirmed(keys)
+
+    service = Service(
+        Poller(LeaseQueueSource(queue), FlakyStore()),  # type: ignore[arg-type]
+        (None,),
+        interval_seconds=0.0,
+        max_backoff_seconds=0.01,
+    )
+    with capture_logs() as logs:
+        thread, code = _run_in_thread(service)
+        for n in range(6):
+            queue.enqueue(
+                None, [{"EventType": "X", "X": {"TaskId": f"{n}-{i}"}} for i in range(n + 1)]
+            )
+            time.sleep(0.1)
+        failing[0] = False
+        deadline = time.monotonic() + 10
+        while queue.counts()[None].confirmed < 21:
+            assert time.monotonic() < deadline, queue.counts()
+            time.sleep(0.02)
+        service.stop()
+        thread.join(10)
+
+    assert code == [0]
+    errors = [line for line in logs if line["log_level"] == "error"]
+    assert len(errors) == 1, errors
+    assert [line["event"] for line in logs if line["event"] == "recovered"] == ["recovered"]
