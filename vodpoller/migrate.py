@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from vodpoller.errors import StorageError
-from vodpoller.store import make_engine, safe_url
+from vodpoller.store import make_engine, safe_url, writer
 
 
 def script_location() -> Path:
@@ -71,7 +71,13 @@ def _run(direction: str, url_or_engine: str | Engine, revision: str) -> None:
     config = alembic_config()
     with _engine(url_or_engine) as engine:
         try:
-            with engine.begin() as connection, _migration_lock(connection):
+            # The lock is held until after the commit: a second daemon must find the new
+            # revision, not the old one, when it gets the lock.
+            with (
+                writer(engine).connect() as connection,
+                _migration_lock(connection),
+                connection.begin(),
+            ):
                 config.attributes["connection"] = connection
                 if direction == "upgrade":
                     command.upgrade(config, revision)
@@ -86,7 +92,7 @@ def _run(direction: str, url_or_engine: str | Engine, revision: str) -> None:
 # Any constant: the key of the advisory lock that serialises migrations across daemons.
 _LOCK_KEY = 0x766F64706F6C6C  # "vodpoll"
 _LOCK_NAME = "vodpoller.migrate"
-_LOCK_WAIT_SECONDS = 300
+_LOCK_WAIT_SECONDS = 50  # below the MySQL read timeout (store.py)
 
 
 @contextmanager
@@ -95,26 +101,28 @@ def _migration_lock(connection: Connection) -> Iterator[None]:
     finds it at the newest revision."""
     dialect = connection.dialect.name
     if dialect == "postgresql":
-        # Released with the transaction the revisions run in.
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-        yield
+        take = text("SELECT pg_advisory_lock(:key)").bindparams(key=_LOCK_KEY)
+        release = text("SELECT pg_advisory_unlock(:key)").bindparams(key=_LOCK_KEY)
     elif dialect in ("mysql", "mariadb"):
-        # MySQL DDL commits on its own: a session lock, released explicitly.
-        got = connection.execute(
-            text("SELECT GET_LOCK(:name, :wait)"), {"name": _LOCK_NAME, "wait": _LOCK_WAIT_SECONDS}
-        ).scalar()
-        if got != 1:
-            raise StorageError(
-                f"another process held the migration lock for {_LOCK_WAIT_SECONDS} s"
-            )
-        try:
-            yield
-        finally:
-            connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _LOCK_NAME})
+        take = text("SELECT GET_LOCK(:name, :wait)").bindparams(
+            name=_LOCK_NAME, wait=_LOCK_WAIT_SECONDS
+        )
+        release = text("SELECT RELEASE_LOCK(:name)").bindparams(name=_LOCK_NAME)
     else:
-        # SQLite: every transaction begins IMMEDIATE (store.py), so this one already holds the
-        # write lock and a second process waits on the busy timeout.
+        # SQLite: the revisions run in a transaction that begins IMMEDIATE (store.writer), so
+        # it holds the write lock and a second process waits on the busy timeout.
         yield
+        return
+    # Session locks, each taken and released in a short transaction of its own.
+    got = connection.execute(take).scalar()
+    connection.commit()
+    if got not in (None, "", 1):  # pg_advisory_lock answers void; GET_LOCK 1, or 0 on timeout
+        raise StorageError(f"another process held the migration lock for {_LOCK_WAIT_SECONDS} s")
+    try:
+        yield
+    finally:
+        connection.execute(release)
+        connection.commit()
 
 
 @contextmanager

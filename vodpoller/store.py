@@ -37,6 +37,7 @@ _RETRY_PAUSE_SECONDS: Final = 0.05
 _LOCK_CONFLICT_SQLSTATES: Final = frozenset({"40P01", "40001"})  # deadlock, serialization
 _MYSQL_DEADLOCK: Final = 1213  # ER_LOCK_DEADLOCK
 _MYSQL_NAMES: Final = frozenset({"mysql", "mariadb"})
+_WRITE_OPTION: Final = "vodpoller_write"
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,36 @@ def make_engine(url: str | URL) -> Engine:
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
     # hide_parameters: error messages (and so logs) show the SQL, never the event data.
     engine = create_engine(
-        parsed, pool_pre_ping=True, hide_parameters=True, json_serializer=_json_dumps
+        parsed,
+        pool_pre_ping=True,
+        hide_parameters=True,
+        json_serializer=_json_dumps,
+        connect_args=_network_timeouts(backend, parsed),
     )
     if backend == "sqlite":
         event.listen(engine, "connect", _configure_sqlite_connection)
         event.listen(engine, "begin", _begin_sqlite_transaction)
     return engine
+
+
+# A database that stops answering (a dead host, a black-holed network) must fail the batch
+# in flight rather than hang the daemon; settings in the URL's query win over these.
+_NETWORK_TIMEOUTS: Final[dict[str, dict[str, Any]]] = {
+    "postgresql": {
+        "connect_timeout": 10,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 60_000,  # ms of unacknowledged data before the connection fails
+    },
+    "mysql": {"connect_timeout": 10, "read_timeout": 60, "write_timeout": 60},
+}
+
+
+def _network_timeouts(backend: str, url: URL) -> dict[str, Any]:
+    defaults = _NETWORK_TIMEOUTS.get("mysql" if backend in _MYSQL_NAMES else backend, {})
+    return {key: value for key, value in defaults.items() if key not in url.query}
 
 
 def safe_url(url: str | URL) -> str:
@@ -79,6 +104,7 @@ class EventStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._writer = writer(engine)
 
     @classmethod
     def connect(cls, url: str) -> EventStore:
@@ -117,7 +143,9 @@ class EventStore:
         def insert(connection: Connection) -> int:
             return sum(self._upsert(connection, chunk) for chunk in _chunks(rows))
 
-        stored = self._transaction(f"storing a batch of {len(events)} events", insert)
+        stored = self._transaction(
+            f"storing a batch of {len(events)} events", insert, engine=self._writer
+        )
         return SaveResult(stored=stored, duplicates=len(events) - stored)
 
     def mark_confirmed(self, dedup_keys: Sequence[str], at: datetime | None = None) -> int:
@@ -139,7 +167,7 @@ class EventStore:
                 changed += connection.execute(statement).rowcount
             return changed
 
-        return self._transaction(f"marking {len(keys)} events confirmed", mark)
+        return self._transaction(f"marking {len(keys)} events confirmed", mark, engine=self._writer)
 
     def count(self) -> int:
         """How many rows the table holds."""
@@ -163,12 +191,14 @@ class EventStore:
             "reading the newest event", lambda connection: connection.execute(statement).scalar()
         )
 
-    def _transaction(self, what: str, work: Callable[[Connection], _T]) -> _T:
+    def _transaction(
+        self, what: str, work: Callable[[Connection], _T], *, engine: Engine | None = None
+    ) -> _T:
         """Run `work` in one transaction, again after a deadlock; wrap database errors."""
         attempt = 1
         while True:
             try:
-                with self.engine.begin() as connection:
+                with (engine or self.engine).begin() as connection:
                     return work(connection)
             except SQLAlchemyError as exc:
                 if attempt >= TRANSACTION_ATTEMPTS or not _is_lock_conflict(exc):
@@ -293,8 +323,14 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
 
 
+def writer(engine: Engine) -> Engine:
+    """The engine for transactions that write. On SQLite they begin IMMEDIATE, taking the write
+    lock up front: one that read first and wrote later would get "database is locked" at once,
+    without the busy timeout, when another process (a second daemon, a migration) wrote in
+    between. Reads begin deferred and never block the daemon."""
+    return engine.execution_options(**{_WRITE_OPTION: True})
+
+
 def _begin_sqlite_transaction(connection: Connection) -> None:
-    # IMMEDIATE takes the write lock up front: a transaction that read first and then writes
-    # would get "database is locked" at once, without the busy timeout, when another process
-    # (a second daemon, a migration) wrote in between.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    immediate = connection.get_execution_options().get(_WRITE_OPTION)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

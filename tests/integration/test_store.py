@@ -19,7 +19,7 @@ from vodpoller.errors import StorageError
 from vodpoller.events import LONG_TEXT, PAYLOAD_COLUMNS, SHORT_TEXT, Event
 from vodpoller.migrate import upgrade
 from vodpoller.schema import vod_events
-from vodpoller.store import EventStore, SaveResult, make_engine
+from vodpoller.store import EventStore, SaveResult, make_engine, writer
 
 CHINA = timezone(timedelta(hours=8))
 TYPED_COLUMNS = ("event_type", "event_handle", *PAYLOAD_COLUMNS)
@@ -385,3 +385,14 @@ def test_save_that_loses_a_deadlock_runs_again(
     assert [entry["event"] for entry in logs] == ["storage_transaction_retried"]
     deliveries = {key: row["deliveries"] for key, row in by_key(migrated_store).items()}
     assert deliveries[first.dedup_key] == deliveries[second.dedup_key] == 2
+
+
+def test_sqlite_readers_are_not_blocked_by_a_write_in_progress(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    upgrade(url)
+    with EventStore.connect(url) as daemon, EventStore.connect(url) as reader:
+        with writer(daemon.engine).begin() as holding:  # the write lock, held
+            holding.exec_driver_sql("UPDATE vod_events SET deliveries = deliveries")
+            started = time.monotonic()
+            assert reader.count() == 0
+            assert time.monotonic() - started < 1.0
