@@ -390,9 +390,12 @@ def test_save_that_loses_a_deadlock_runs_again(
 def test_sqlite_readers_are_not_blocked_by_a_write_in_progress(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'events.db'}"
     upgrade(url)
-    with EventStore.connect(url) as daemon, EventStore.connect(url) as reader:
-        with writer(daemon.engine).begin() as holding:  # the write lock, held
-            holding.exec_driver_sql("UPDATE vod_events SET deliveries = deliveries")
-            started = time.monotonic()
-            assert reader.count() == 0
-            assert time.monotonic() - started < 1.0
+    with (
+        EventStore.connect(url) as daemon,
+        EventStore.connect(url) as reader,
+        writer(daemon.engine).begin() as holding,  # the write lock, held
+    ):
+        holding.exec_driver_sql("UPDATE vod_events SET deliveries = deliveries")
+        started = time.monotonic()
+        assert reader.count() == 0
+        assert time.monotonic() - started < 1.0
