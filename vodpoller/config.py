@@ -19,6 +19,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from vodpoller.errors import ConfigError
 
@@ -101,6 +103,33 @@ class PollSettings(_Section):
 
 class DatabaseSettings(_Section):
     url: str = Field(DEFAULT_DATABASE_URL, repr=False)  # may hold a password
+
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, value: str) -> str:
+        # Messages never repeat the URL: it may carry a password.
+        try:
+            url = make_url(value)
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                "not a database URL (e.g. postgresql+psycopg://user:password@host:5432/db)"
+            ) from None
+        if url.host and "@" in url.host:
+            raise ValueError("an @ in the password must be written %40 (percent-encoded)")
+        try:
+            url.get_dialect().import_dbapi()
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                f"unknown database kind {url.drivername!r}: use sqlite, postgresql+psycopg "
+                "or mysql+pymysql"
+            ) from None
+        except ImportError as error:
+            raise ValueError(
+                f"the driver for {url.drivername} is not installed ({error.name}): use "
+                "postgresql+psycopg:// with vodpoller[postgres], or mysql+pymysql:// with "
+                "vodpoller[mysql]"
+            ) from None
+        return value
 
 
 class LoggingSettings(_Section):

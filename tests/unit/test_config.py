@@ -376,3 +376,34 @@ def test_environment_keys_do_not_inherit_the_files_token() -> None:
         {"TENCENTCLOUD_SECRET_ID": "env-id-0000", "TENCENTCLOUD_SECRET_KEY": "env-key-0000"},
     )
     assert settings.vod.token is None
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql+psycopg://u:pw@h:notaport/db", "not a database URL"),
+        ("not a url at all", "not a database URL"),
+        ("postgres://u@h/db", "unknown database kind 'postgres'"),
+        ("mysql://u@h/db", "not installed"),
+        ("postgresql+psycopg://u:S3cr@tPw@127.0.0.1/db", "%40"),
+    ],
+)
+def test_an_unusable_database_url_is_refused_without_repeating_it(url: str, says: str) -> None:
+    message = refused({"database": {"url": url}})
+
+    assert "database.url" in message
+    assert says in message
+    assert "S3cr" not in message
+    assert "pw@" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:////var/lib/vodpoller/events.db",
+        "postgresql+psycopg://vodpoller:p%40ss@db.internal:5432/vod",
+        "mysql+pymysql://root@127.0.0.1:3306/test",
+    ],
+)
+def test_the_documented_database_urls_are_accepted(url: str) -> None:
+    assert accepted({"database": {"url": url}}).database.url == url
