@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from vodpoller import migrate
 from vodpoller.config import Settings
@@ -60,6 +62,14 @@ def _last_event(store: EventStore) -> str:
     return f"received {_ago(latest)} ({latest.isoformat(timespec='seconds')})"
 
 
+def _missing_sqlite_file(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
+
+
 def _database(store: EventStore, url: str) -> str:
     with store.engine.connect() as connection:
         connection.execute(text("SELECT 1"))
@@ -78,18 +88,25 @@ def run_checks(settings: Settings, source_path: str) -> Iterator[Probe]:
 
     yield _probe("credentials", credentials)
 
-    store = EventStore.connect(settings.database.url)
-    try:
-        reachable = _probe("database", lambda: _database(store, settings.database.url))
-        yield reachable
-        if reachable.ok:
-            yield _probe("schema", lambda: _schema(store))
-            yield _probe("last event", lambda: _last_event(store))
-    finally:
-        store.dispose()
+    missing = _missing_sqlite_file(settings.database.url)
+    if missing is not None:
+        # Connecting would create an empty file (and its directory): say so instead.
+        yield Probe("database", False, f"{missing} does not exist yet: run `vodpoller migrate`")
+    else:
+        store = EventStore.connect(settings.database.url)
+        try:
+            reachable = _probe("database", lambda: _database(store, settings.database.url))
+            yield reachable
+            schema = _probe("schema", lambda: _schema(store)) if reachable.ok else None
+            if schema is not None:
+                yield schema
+            if schema is not None and schema.ok:
+                yield _probe("last event", lambda: _last_event(store))
+        finally:
+            store.dispose()
 
     if found:
-        source = VodEventSource(settings.vod, found[0])
+        source = VodEventSource(settings.vod, found[0], settings.poll.rate_limit_per_second)
         where = f"{settings.vod.scheme}://{settings.vod.endpoint}"
         for app in settings.vod.applications:
 

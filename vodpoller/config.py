@@ -36,7 +36,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
     try:
@@ -78,7 +78,7 @@ class VodSettings(_Section):
 
     @model_validator(mode="after")
     def _http_only_on_loopback(self) -> VodSettings:
-        if self.scheme == "http" and not _is_loopback(endpoint_host(self.endpoint)):
+        if self.scheme == "http" and not is_loopback(endpoint_host(self.endpoint)):
             raise ValueError(
                 f'scheme "http" is accepted only for loopback endpoints, not {self.endpoint}'
             )

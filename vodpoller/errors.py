@@ -42,6 +42,8 @@ def describe(error: BaseException) -> str:
         text = str(current) or type(current).__name__
         if not parts or text not in parts[-1]:
             parts.append(text)
+        if isinstance(current, SourceError) and current.code:
+            break  # it already says the code and message of the SDK error beneath it
         current = current.__cause__ or (
             None if current.__suppress_context__ else current.__context__
         )

@@ -5,6 +5,7 @@ in-process for tests that need no HTTP."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.vod.v20180717.vod_client import VodClient
 
 from vodpoller import __version__
-from vodpoller.config import VodSettings
+from vodpoller.config import VodSettings, endpoint_host, is_loopback
 from vodpoller.emulator.queue import LeaseQueue
 from vodpoller.errors import (
     ConfigError,
@@ -138,11 +139,25 @@ def _credential_from_chain() -> Any:
     )
 
 
+def _bypass_proxies_for_loopback(endpoint: str) -> None:
+    """The SDK and requests honour HTTP(S)_PROXY; a loopback endpoint (the emulator) must never
+    go through a proxy, so it joins NO_PROXY for this process. The SDK looks for the endpoint,
+    port included, as a substring of NO_PROXY; requests for the host."""
+    current = [
+        h for h in os.environ.get("NO_PROXY", os.environ.get("no_proxy", "")).split(",") if h
+    ]
+    wanted = [h for h in (endpoint, "127.0.0.1", "localhost", "::1") if h not in current]
+    if wanted:
+        os.environ["NO_PROXY"] = os.environ["no_proxy"] = ",".join(current + wanted)
+
+
 class VodEventSource:
     """The real API through the SDK: raw JSON kept (`call_json`), one client per thread,
     no SDK retryer (the poller retries inside its own deadlines), region breaker off."""
 
     def __init__(self, vod: VodSettings, credential: Any, rate_limit_per_second: float = 100.0):
+        if is_loopback(endpoint_host(vod.endpoint)):
+            _bypass_proxies_for_loopback(vod.endpoint)
         self._vod = vod
         self._credential = credential
         self._local = threading.local()

@@ -281,3 +281,24 @@ def test_demo_stores_one_row_per_sample_type_and_prints_them(tmp_path: Path) -> 
             "SELECT count(DISTINCT event_type), count(*), min(deliveries) FROM vod_events"
         ).fetchone()
     assert types == (37, 37, 2)
+
+
+def test_demo_and_the_emulator_never_go_through_an_http_proxy(tmp_path: Path) -> None:
+    dead_proxy = "http://127.0.0.1:9"
+    done = vodpoller("demo", cwd=tmp_path, HTTP_PROXY=dead_proxy, HTTPS_PROXY=dead_proxy)
+
+    assert done.returncode == 0, done.stderr
+    assert "stored=37" in done.stdout
+
+
+def test_check_does_not_create_a_missing_sqlite_database(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    missing = tmp_path / "not-yet" / "events.db"
+    config = _config(tmp_path, emulator_factory(), missing)
+
+    done = vodpoller("check", "--config", str(config), cwd=tmp_path)
+
+    assert done.returncode == 1
+    assert "does not exist yet" in done.stdout
+    assert not missing.parent.exists()
