@@ -10,9 +10,11 @@ import os
 import signal
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from vodpoller.config import config_path, load_settings
 from vodpoller.errors import ConfigError
@@ -122,20 +124,49 @@ def _until_stopped() -> Iterator[threading.Event]:
             signal.signal(signum, handler)
 
 
+# Ids are given at INSERT but seen at COMMIT, and concurrent batches commit out of order:
+# tail looks back this long for rows with an id below the newest one it printed.
+TAIL_LOOKBACK_SECONDS = 10.0
+
+
 def _tail(args: argparse.Namespace) -> int:
     where = _filter(args)
     with _queries(args) as queries, _until_stopped() as stopped:
         backlog = list(reversed(queries.latest(where, args.limit)))
         write_stream(backlog, args.format, sys.stdout, header=True)
-        last = backlog[-1]["id"] if backlog else queries.newest_id()
         sys.stdout.flush()
+        follower = _Follower(backlog[-1]["id"] if backlog else queries.newest_id())
         while not stopped.wait(args.interval):
-            rows = queries.after(where, last)
+            rows = follower.new(list(queries.every(where, follower.low)))
             if rows:
                 write_stream(rows, args.format, sys.stdout, header=False)
-                last = rows[-1]["id"]
                 sys.stdout.flush()
     return 0
+
+
+class _Follower:
+    """Which rows `tail` has not printed yet, allowing for ids that commit late."""
+
+    def __init__(self, newest: int):
+        self.newest = newest
+        self.printed: set[int] = set()
+        self.marks: deque[tuple[float, int]] = deque([(time.monotonic(), newest)])
+
+    @property
+    def low(self) -> int:
+        """Read above this id: the newest printed id as it was the lookback ago."""
+        return self.marks[0][1]
+
+    def new(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        fresh = [row for row in rows if row["id"] not in self.printed]
+        now = time.monotonic()
+        self.printed.update(row["id"] for row in fresh)
+        self.newest = max([self.newest, *(row["id"] for row in fresh)])
+        self.marks.append((now, self.newest))
+        while len(self.marks) > 1 and now - self.marks[1][0] >= TAIL_LOOKBACK_SECONDS:
+            self.marks.popleft()
+        self.printed = {i for i in self.printed if i > self.low}
+        return fresh
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:

@@ -92,9 +92,9 @@ class EventQueries:
         )
         return self._all(statement)
 
-    def every(self, where: EventFilter) -> Iterator[dict[str, Any]]:
-        """All matching events, oldest first, read a page at a time."""
-        last = 0
+    def every(self, where: EventFilter, after_id: int = 0) -> Iterator[dict[str, Any]]:
+        """All matching events above `after_id`, oldest first, read a page at a time."""
+        last = after_id
         while page := self.after(where, last):
             yield from page
             last = page[-1]["id"]
