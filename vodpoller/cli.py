@@ -76,22 +76,25 @@ def _demo(_args: argparse.Namespace) -> int:
 
 
 def _emulator(args: argparse.Namespace) -> int:
-    from vodpoller.emulator.server import Emulator, EmulatorOptions
+    from vodpoller.emulator.server import DEFAULT_SECRET_KEY, Emulator, EmulatorOptions
 
-    options = EmulatorOptions(
-        host=args.host,
-        port=args.port,
-        secret_id=args.secret_id,
-        secret_key=args.secret_key,
-        lease_seconds=args.lease_seconds,
-        long_poll_seconds=args.long_poll_seconds,
-        max_events=args.max_events,
-        rate_limit=args.rate_limit,
-        latency_ms=args.latency_ms,
-        samples=args.samples,
-        empty_response=args.empty_response,
-        seed=args.seed,
-    )
+    try:
+        options = EmulatorOptions(
+            host=args.host,
+            port=args.port,
+            secret_id=args.secret_id,
+            secret_key=args.secret_key,
+            lease_seconds=args.lease_seconds,
+            long_poll_seconds=args.long_poll_seconds,
+            max_events=args.max_events,
+            rate_limit=args.rate_limit,
+            latency_ms=args.latency_ms,
+            samples=args.samples,
+            empty_response=args.empty_response,
+            seed=args.seed,
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
     try:
         emulator = Emulator(options)
     except OSError as error:
@@ -102,9 +105,12 @@ def _emulator(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     queued = emulator.stats()["Queued"]
+    # The built-in test key is public and needed to sign; a key of the user's own is not shown.
+    # Keep "listening on http://HOST:PORT " as it is: tests and bench/ parse it.
+    key = options.secret_key if options.secret_key == DEFAULT_SECRET_KEY else "(as given)"
     print(
         f"VOD emulator listening on {emulator.url} "
-        f"(SecretId {options.secret_id}, SecretKey {options.secret_key}); "
+        f"(SecretId {options.secret_id}, SecretKey {key}); "
         f"{queued} event(s) queued. Ctrl-C stops it.",
         flush=True,
     )
@@ -117,17 +123,37 @@ def _emulator(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
+def _number(
+    kind: type[float] | type[int],
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    at_most: float | None = None,
+) -> Callable[[str], float | int]:
+    """An argparse type: a finite number of `kind` in the given bounds."""
+
     def parse(text: str) -> float | int:
-        value = kind(text)
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not {'an integer' if kind is int else 'a number'}: {text!r}"
+            ) from None
+        if not float("-inf") < value < float("inf"):  # NaN fails every comparison
+            raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+        if above is not None and not value > above:
+            raise argparse.ArgumentTypeError(f"must be more than {above:g}, not {text}")
+        if at_least is not None and value < at_least:
+            raise argparse.ArgumentTypeError(f"must be at least {at_least:g}, not {text}")
+        if at_most is not None and value > at_most:
+            raise argparse.ArgumentTypeError(f"must be at most {at_most:g}, not {text}")
         return value
 
     return parse
 
 
 def _add_emulator(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from vodpoller.emulator.api import EMPTY_RESPONSES, MAX_PULL_EVENTS
     from vodpoller.emulator.server import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY
 
     parser = commands.add_parser(
@@ -137,27 +163,54 @@ def _add_emulator(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "with endpoint HOST:PORT and scheme http; admin endpoints live under /_emulator/.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    parser.add_argument("--port", type=int, default=8750, help="0 picks a free port (%(default)s)")
+    parser.add_argument(
+        "--port",
+        type=_number(int, at_least=0, at_most=65535),
+        default=8750,
+        help="0 picks a free port (%(default)s)",
+    )
     parser.add_argument("--secret-id", default=DEFAULT_SECRET_ID, help="(%(default)s)")
-    parser.add_argument("--secret-key", default=DEFAULT_SECRET_KEY, help="(%(default)s)")
-    parser.add_argument("--lease-seconds", type=_positive(float), default=30.0)
-    parser.add_argument("--long-poll-seconds", type=_positive(float), default=5.0)
-    parser.add_argument("--max-events", type=_positive(int), default=16)
+    parser.add_argument(
+        "--secret-key",
+        default=DEFAULT_SECRET_KEY,
+        help="(%(default)s, the public test key; a key given here is never printed)",
+    )
+    parser.add_argument(
+        "--lease-seconds",
+        type=_number(float, above=0),
+        default=30.0,
+        help="more than 0 (%(default)s)",
+    )
+    parser.add_argument(
+        "--long-poll-seconds",
+        type=_number(float, at_least=0),
+        default=5.0,
+        help="0 or more (%(default)s)",
+    )
+    parser.add_argument(
+        "--max-events",
+        type=_number(int, at_least=1, at_most=MAX_PULL_EVENTS),
+        default=MAX_PULL_EVENTS,
+        help=f"events per PullEvents answer, 1 to {MAX_PULL_EVENTS} (%(default)s)",
+    )
     parser.add_argument(
         "--rate-limit",
-        type=_positive(float),
+        type=_number(float, at_least=0),
         default=100.0,
         help="requests per second per action; 0 turns the limit off (%(default)s)",
     )
     parser.add_argument(
-        "--latency-ms", type=_positive(float), default=0.0, help="added before every answer"
+        "--latency-ms",
+        type=_number(float, at_least=0),
+        default=0.0,
+        help="added before every answer",
     )
     parser.add_argument(
         "--samples", action="store_true", help="enqueue one sample of every known event type"
     )
     parser.add_argument(
         "--empty-response",
-        choices=["error", "null", "list"],
+        choices=EMPTY_RESPONSES,
         default="error",
         help="an empty long-poll answers ResourceNotFound, EventSet null, or [] (%(default)s)",
     )

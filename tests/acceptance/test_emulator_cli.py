@@ -21,6 +21,7 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.vod.v20180717 import models
 from tencentcloud.vod.v20180717.vod_client import VodClient
 
+from vodpoller.cli import build_parser
 from vodpoller.emulator.samples import load_samples
 from vodpoller.emulator.server import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY
 
@@ -82,8 +83,10 @@ def test_emulator_serves_the_samples_and_stops_on_sigterm(
     emulator_process: subprocess.Popen[str],
 ) -> None:
     line = first_line(emulator_process)
-    found = re.search(r"http://(127\.0\.0\.1:\d+)", line)
+    found = re.search(r"http://(127\.0\.0\.1:\d+) ", line)
     assert found, line
+    # The built-in test key is public, and the user needs it to sign.
+    assert f"SecretKey {DEFAULT_SECRET_KEY}" in line
     types = drain(sdk_client(found.group(1)))
     assert sorted(types) == sorted(sample["EventType"] for sample in load_samples())
 
@@ -100,4 +103,72 @@ def test_port_in_use_exits_2_with_a_message() -> None:
         stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 2
     assert str(port) in stderr
+    assert "listening" not in stdout
+
+
+def test_secret_key_given_on_the_command_line_is_never_printed() -> None:
+    secret = "my-own-secret-key-0123456789"
+    process = run_emulator("--port", "0", "--secret-key", secret)
+    try:
+        line = first_line(process)
+        assert re.search(r"http://(127\.0\.0\.1:\d+) ", line), line
+        assert "SecretKey (as given)" in line
+        assert secret not in line
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=10)
+    assert secret not in stdout + stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--max-events", "0"),
+        ("--max-events", "17"),
+        ("--max-events", "many"),
+        ("--lease-seconds", "0"),
+        ("--lease-seconds", "-1"),
+        ("--lease-seconds", "nan"),
+        ("--long-poll-seconds", "-0.5"),
+        ("--long-poll-seconds", "inf"),
+        ("--rate-limit", "-1"),
+        ("--latency-ms", "-1"),
+        ("--port", "65536"),
+    ],
+)
+def test_option_out_of_range_is_a_usage_error_naming_it(
+    capsys: pytest.CaptureFixture[str], option: str, value: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["emulator", option, value])
+    assert exited.value.code == 2
+    assert option in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--max-events", "1"),
+        ("--max-events", "16"),
+        ("--long-poll-seconds", "0"),
+        ("--rate-limit", "0"),
+        ("--lease-seconds", "0.5"),
+    ],
+)
+def test_option_at_its_limit_is_accepted(option: str, value: str) -> None:
+    args = build_parser().parse_args(["emulator", option, value])
+    assert getattr(args, option[2:].replace("-", "_")) == float(value)
+
+
+def test_max_events_above_16_exits_2_before_listening() -> None:
+    process = run_emulator("--port", "0", "--max-events", "17")
+    try:
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 2
+    assert "--max-events" in stderr
+    assert "16" in stderr
     assert "listening" not in stdout

@@ -3,8 +3,11 @@ SDK cannot misbehave on purpose): leases, limits, long-polls, authentication, fa
 
 from __future__ import annotations
 
+import collections
 import http.client
 import json
+import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -20,7 +23,8 @@ from tencentcloud.vod.v20180717.vod_client import VodClient
 
 from tests.conftest import EmulatorFactory, make_vod_client, tc3_headers
 from vodpoller.emulator.admin import EmulatorAdmin
-from vodpoller.emulator.server import Emulator
+from vodpoller.emulator.faults import ActionFaults, Outcome, decide
+from vodpoller.emulator.server import MAX_BODY_BYTES, Emulator, EmulatorOptions
 
 APP_A = 1500000001
 APP_B = 1500000002
@@ -87,9 +91,15 @@ class Answer:
 
 
 def send(
-    emulator: Emulator, method: str, path: str, body: bytes, headers: Mapping[str, str]
+    emulator: Emulator,
+    method: str,
+    path: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    timeout: float = 10,
 ) -> Answer:
-    connection = http.client.HTTPConnection(emulator.host, emulator.port, timeout=10)
+    connection = http.client.HTTPConnection(emulator.host, emulator.port, timeout=timeout)
     try:
         connection.request(method, path, body=body, headers=dict(headers))
         response = connection.getresponse()
@@ -391,6 +401,144 @@ def test_sdk_sees_a_distinct_request_id_on_every_error(vod: VodClient) -> None:
     assert None not in ids
 
 
+# -- malformed input: always an answer, never a dropped connection ---------------------------
+
+
+def test_timestamp_of_a_non_ascii_digit_is_answered_with_invalid_parameter(
+    emulator: Emulator,
+) -> None:
+    body = b"{}"
+    headers = tc3_headers(
+        emulator.options.secret_id,
+        emulator.options.secret_key,
+        host=emulator.endpoint,
+        body=body,
+        timestamp=int(time.time()),
+    )
+    headers["X-TC-Timestamp"] = "\u00b2"  # "²": str.isdigit() says yes, int() says no
+    answer = send(emulator, "POST", "/", body, headers)
+    assert (answer.status, answer.content_type, answer.error_code) == (
+        200,
+        "application/json",
+        "InvalidParameter",
+    )
+
+
+def test_non_ascii_signature_is_answered_with_signature_failure(emulator: Emulator) -> None:
+    body = b"{}"
+    headers = tc3_headers(
+        emulator.options.secret_id,
+        emulator.options.secret_key,
+        host=emulator.endpoint,
+        body=body,
+        timestamp=int(time.time()),
+    )
+    authorization = headers["Authorization"]
+    headers["Authorization"] = (
+        authorization[: authorization.index("Signature=")] + "Signature=" + "\u00e9" * 64
+    )
+    answer = send(emulator, "POST", "/", body, headers)
+    assert (answer.status, answer.error_code) == (200, "AuthFailure.SignatureFailure")
+
+
+@pytest.mark.parametrize("length", ["abc", "-5", "1_0", "0x10", ""])
+def test_api_request_with_a_bad_content_length_is_an_invalid_parameter(
+    emulator: Emulator, length: str
+) -> None:
+    headers = tc3_headers(
+        emulator.options.secret_id,
+        emulator.options.secret_key,
+        host=emulator.endpoint,
+        body=b"{}",
+        timestamp=int(time.time()),
+    )
+    headers["Content-Length"] = length
+    answer = send(emulator, "POST", "/", b"{}", headers, timeout=3)
+    assert (answer.status, answer.content_type, answer.error_code) == (
+        200,
+        "application/json",
+        "InvalidParameter",
+    )
+    assert "Content-Length" in answer.document["Response"]["Error"]["Message"]
+    assert answer.document["Response"]["RequestId"]
+
+
+@pytest.mark.parametrize("length", ["abc", "-5"])
+def test_admin_request_with_a_bad_content_length_is_a_bad_request(
+    emulator: Emulator, length: str
+) -> None:
+    answer = send(
+        emulator, "POST", "/_emulator/generate", b'{"count": 1}', {"Content-Length": length}
+    )
+    assert (answer.status, answer.content_type) == (400, "application/json")
+    assert "Content-Length" in answer.document["Error"]
+    assert emulator.stats()["Queued"] == 0
+
+
+def test_api_request_larger_than_the_limit_is_answered_and_the_connection_closed(
+    emulator: Emulator,
+) -> None:
+    connection = http.client.HTTPConnection(emulator.host, emulator.port, timeout=3)
+    try:
+        connection.request(
+            "POST", "/", body=b"{}", headers={"Content-Length": str(MAX_BODY_BYTES + 1)}
+        )
+        response = connection.getresponse()
+        document = json.loads(response.read())
+        assert (response.status, response.getheader("Connection")) == (200, "close")
+    finally:
+        connection.close()
+    assert document["Response"]["Error"]["Code"] == "RequestSizeLimitExceeded"
+
+
+def test_chunked_admin_body_is_refused_rather_than_misread(emulator: Emulator) -> None:
+    connection = http.client.HTTPConnection(emulator.host, emulator.port, timeout=3)
+    try:
+        # An iterable body without a length: http.client sends it chunked.
+        connection.request("POST", "/_emulator/generate", body=iter([b'{"count": 1}']))
+        response = connection.getresponse()
+        document = json.loads(response.read())
+        assert (response.status, response.getheader("Connection")) == (400, "close")
+    finally:
+        connection.close()
+    assert "Transfer-Encoding" in document["Error"]
+    assert emulator.stats()["Queued"] == 0
+
+
+def test_unexpected_exception_is_answered_with_internal_error_and_logged(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("a bug in the emulator")
+
+    monkeypatch.setattr(emulator.api, "call", broken)
+    with caplog.at_level(logging.ERROR, logger="vodpoller.emulator.server"):
+        answer = signed_call(emulator, "PullEvents", {})
+    assert (answer.status, answer.content_type, answer.error_code) == (
+        200,
+        "application/json",
+        "InternalError",
+    )
+    assert answer.document["Response"]["RequestId"]
+    [record] = [r for r in caplog.records if r.name == "vodpoller.emulator.server"]
+    assert record.exc_info is not None
+    assert "a bug in the emulator" in str(record.exc_info[1])
+
+
+def test_unexpected_exception_in_an_admin_endpoint_is_answered_with_http_500(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("a bug in the stats")
+
+    monkeypatch.setattr(emulator, "stats", broken)
+    with caplog.at_level(logging.ERROR, logger="vodpoller.emulator.server"):
+        answer = send(emulator, "GET", "/_emulator/stats", b"", {})
+    assert (answer.status, answer.content_type) == (500, "application/json")
+    assert answer.document["Error"]
+    assert any(r.exc_info for r in caplog.records if r.name == "vodpoller.emulator.server")
+
+
 # -- throttling ---------------------------------------------------------------------------
 
 
@@ -477,6 +625,10 @@ def test_empty_plan_clears_the_faults(admin: EmulatorAdmin, vod: VodClient) -> N
         ({"PullEvents": {"error_rate": 1.5}}, "error_rate"),
         ({"ConfirmEvents": {"drop_rate": -0.1}}, "drop_rate"),
         ([], "object"),
+        ({"PullEvents": {"error_rate": 0.6, "drop_rate": 0.3, "http_error_rate": 0.2}}, "sum"),
+        ({"PullEvnets": {"error_rate": 0.5}}, "PullEvnets"),
+        ({"DescribeMediaInfos": {}}, "DescribeMediaInfos"),
+        ({"PullEvents": {"error_rate": 1, "error_codes": []}}, "error_codes"),
     ],
 )
 def test_bad_fault_plan_is_refused_with_a_message(
@@ -488,6 +640,68 @@ def test_bad_fault_plan_is_refused_with_a_message(
     assert mentioned in answer.document["Error"]
     kept = send(emulator, "GET", "/_emulator/faults", b"", {})
     assert kept.document["Faults"]["PullEvents"]["latency_ms"] == 5
+
+
+def test_fault_rates_that_sum_to_exactly_one_are_accepted(admin: EmulatorAdmin) -> None:
+    plan = {"PullEvents": {"http_error_rate": 0.1, "error_rate": 0.2, "drop_rate": 0.7}}
+    assert admin.set_faults(plan)["Faults"]["PullEvents"]["drop_rate"] == 0.7
+
+
+def test_fault_outcomes_come_at_the_configured_rates() -> None:
+    faults = ActionFaults(
+        http_error_rate=0.1, error_rate=0.2, drop_rate=0.3, error_codes=("InternalError",)
+    )
+    rng = random.Random(20240615)
+    draws = 20_000
+    seen = collections.Counter(decide(faults, rng)[0] for _ in range(draws))
+    expected = {
+        Outcome.HTTP_ERROR: 0.1,
+        Outcome.API_ERROR: 0.2,
+        Outcome.DROP: 0.3,
+        Outcome.ANSWER: 0.4,
+    }
+    for outcome, rate in expected.items():
+        assert abs(seen[outcome] / draws - rate) <= 0.02, (outcome, seen[outcome] / draws)
+
+
+def test_fault_rate_of_one_always_gives_that_outcome() -> None:
+    rng = random.Random(1)
+    for field, outcome in [
+        ("http_error_rate", Outcome.HTTP_ERROR),
+        ("error_rate", Outcome.API_ERROR),
+        ("drop_rate", Outcome.DROP),
+    ]:
+        faults = ActionFaults.model_validate({field: 1.0})
+        assert {decide(faults, rng)[0] for _ in range(200)} == {outcome}
+    assert {decide(ActionFaults(), rng)[0] for _ in range(200)} == {Outcome.ANSWER}
+
+
+# -- options ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "mentioned"),
+    [
+        ({"max_events": 0}, "max_events"),
+        ({"max_events": 17}, "max_events"),
+        ({"lease_seconds": 0}, "lease_seconds"),
+        ({"lease_seconds": float("nan")}, "lease_seconds"),
+        ({"long_poll_seconds": -1}, "long_poll_seconds"),
+        ({"rate_limit": -1}, "rate_limit"),
+        ({"latency_ms": -5}, "latency_ms"),
+        ({"port": 70000}, "port"),
+        ({"empty_response": "none"}, "empty_response"),
+        ({"secret_key": ""}, "secret_key"),
+    ],
+)
+def test_emulator_options_out_of_range_are_refused(options: dict[str, Any], mentioned: str) -> None:
+    with pytest.raises(ValueError, match=mentioned):
+        EmulatorOptions(**options)
+
+
+def test_emulator_options_at_their_limits_are_accepted() -> None:
+    EmulatorOptions(max_events=1, long_poll_seconds=0, rate_limit=0, lease_seconds=0.01)
+    EmulatorOptions(max_events=16, port=65535)
 
 
 # -- applications -------------------------------------------------------------------------

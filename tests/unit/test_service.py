@@ -58,13 +58,14 @@ def test_every_application_is_drained_again_and_again_even_with_no_interval(
     source = CountingSource(queue)
     service = Service(Poller(source, store), APPS, interval_seconds=0.0)
     thread, code = _run_in_thread(service)
-
-    deadline = time.monotonic() + 10
-    while min(source.pulls.values()) < 20:
-        assert time.monotonic() < deadline, source.pulls
-        time.sleep(0.01)
-    service.stop()
-    thread.join(10)
+    try:
+        deadline = time.monotonic() + 10
+        while min(source.pulls.values()) < 20:
+            assert time.monotonic() < deadline, source.pulls
+            time.sleep(0.01)
+    finally:
+        service.stop()
+        thread.join(10)
 
     assert not thread.is_alive()
     assert code == [0]

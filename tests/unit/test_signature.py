@@ -223,6 +223,38 @@ def test_timestamp_that_is_not_a_number_is_an_invalid_parameter() -> None:
     assert failure(request_from(headers)) == "InvalidParameter"
 
 
+# "²" passes str.isdigit() but not int(); Arabic-Indic digits pass both, yet are no timestamp.
+@pytest.mark.parametrize(
+    "timestamp",
+    ["²", "\u0661\u0667\u0665\u0660000000", "+1750000000", " 1750000000"],
+    ids=["superscript-two", "arabic-indic", "plus-sign", "leading-space"],
+)
+def test_timestamp_of_other_than_ascii_digits_is_an_invalid_parameter(timestamp: str) -> None:
+    headers = dict(signed().headers, **{"x-tc-timestamp": timestamp})
+    assert failure(request_from(headers)) == "InvalidParameter"
+
+
+@pytest.mark.parametrize("digits", [30, 400, 5000])
+def test_timestamp_too_large_for_a_float_is_expired(digits: int) -> None:
+    headers = dict(signed().headers, **{"x-tc-timestamp": "9" * digits})
+    # The server's clock is a float: float - int overflows past ~309 digits.
+    assert failure(request_from(headers), NOW + 0.5) == "AuthFailure.SignatureExpire"
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["\u00e9" * 64, "\u7b7e\u540d", "", "A" * 64],
+    ids=["latin-1", "cjk", "empty", "upper-case-hex"],
+)
+def test_signature_that_is_not_lower_case_hex_fails_the_signature(given: str) -> None:
+    request = signed()
+    authorization = request.headers["authorization"]
+    forged = authorization[: authorization.index("Signature=")] + "Signature=" + given
+    assert failure(request_from(dict(request.headers, authorization=forged))) == (
+        "AuthFailure.SignatureFailure"
+    )
+
+
 def test_verification_uses_the_given_time_not_the_clock() -> None:
     fresh = signed(timestamp=int(time.time()))
     assert failure(fresh, NOW) == "AuthFailure.SignatureExpire"

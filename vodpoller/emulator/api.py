@@ -11,13 +11,15 @@ from vodpoller.emulator.queue import AppId, LeaseQueue
 
 API_VERSION = "2018-07-17"
 MAX_CONFIRM_HANDLES = 16
+MAX_PULL_EVENTS = 16  # the real PullEvents answers at most 16 events (PROTOCOL.md §4)
+EMPTY_RESPONSES = ("error", "null", "list")
 
 
 @dataclass(frozen=True)
 class ApiSettings:
     long_poll_seconds: float = 5.0
-    max_events: int = 16
-    empty_response: str = "error"  # "error" (ResourceNotFound), "null" or "list"
+    max_events: int = MAX_PULL_EVENTS
+    empty_response: str = "error"  # one of EMPTY_RESPONSES: ResourceNotFound, null or []
 
 
 def _check_params(params: Mapping[str, Any], allowed: set[str]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -18,7 +19,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from vodpoller.emulator import signature
-from vodpoller.emulator.api import API_VERSION, ApiSettings, VodApi
+from vodpoller.emulator.api import (
+    API_VERSION,
+    EMPTY_RESPONSES,
+    MAX_PULL_EVENTS,
+    ApiSettings,
+    VodApi,
+)
 from vodpoller.emulator.apierror import ApiError
 from vodpoller.emulator.faults import FaultPlan, Outcome, decide
 from vodpoller.emulator.generate import generate
@@ -37,22 +44,77 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 
 @dataclass(frozen=True)
 class EmulatorOptions:
+    """Checked on construction (`ValueError`), as the command line checks its options."""
+
     host: str = "127.0.0.1"
     port: int = 8750
     secret_id: str = DEFAULT_SECRET_ID
     secret_key: str = DEFAULT_SECRET_KEY
     lease_seconds: float = 30.0
     long_poll_seconds: float = 5.0
-    max_events: int = 16
+    max_events: int = MAX_PULL_EVENTS
     rate_limit: float = 100.0
     latency_ms: float = 0.0
     samples: bool = False
     empty_response: str = "error"
     seed: int | None = None
 
+    def __post_init__(self) -> None:
+        problems = [
+            problem
+            for problem in (
+                _integer_problem("port", self.port, 0, 65535),
+                _integer_problem("max_events", self.max_events, 1, MAX_PULL_EVENTS),
+                _number_problem("lease_seconds", self.lease_seconds, above=0),
+                _number_problem("long_poll_seconds", self.long_poll_seconds, at_least=0),
+                _number_problem("rate_limit", self.rate_limit, at_least=0),
+                _number_problem("latency_ms", self.latency_ms, at_least=0),
+            )
+            if problem is not None
+        ]
+        if not self.secret_id or not self.secret_key:
+            problems.append("secret_id and secret_key must not be empty")
+        if self.empty_response not in EMPTY_RESPONSES:
+            problems.append(
+                f"empty_response must be one of {', '.join(EMPTY_RESPONSES)}, "
+                f"not {self.empty_response!r}"
+            )
+        if problems:
+            raise ValueError("bad emulator options: " + "; ".join(problems))
+
+
+def _integer_problem(name: str, value: int, low: int, high: int) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return f"{name} must be an integer from {low} to {high}, not {value!r}"
+    return None
+
+
+def _number_problem(
+    name: str, value: float, *, above: float | None = None, at_least: float | None = None
+) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return f"{name} must be a finite number, not {value!r}"
+    if above is not None and not value > above:
+        return f"{name} must be more than {above:g}, not {value!r}"
+    if at_least is not None and not value >= at_least:
+        return f"{name} must be at least {at_least:g}, not {value!r}"
+    return None
+
 
 class AdminError(Exception):
     """A bad admin request: HTTP 400 with `{"Error": message}`."""
+
+
+class _BodyError(Exception):
+    """A request whose body cannot be read: an admin request gets `status`, an API request
+    the error envelope with `code`. Either way the connection is closed after the answer,
+    since the bytes that follow cannot be told apart from the next request."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
 
 
 class Emulator:
@@ -182,6 +244,8 @@ class _Handler(BaseHTTPRequestHandler):
     # keep-alive answer would wait ~40 ms for the second one.
     disable_nagle_algorithm = True
     server: _Server
+    _answering = False  # an answer has begun going out: too late for another one
+    _for_admin = False  # the request is for /_emulator/: errors as HTTP status, not envelope
 
     @property
     def emulator(self) -> Emulator:
@@ -197,20 +261,83 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
+        """Every request gets an answer, whatever goes wrong; only a `drop_rate` fault drops
+        one, on purpose."""
+        # One handler serves every request of a keep-alive connection: reset per request.
+        self._answering = False
+        self._for_admin = False
+        try:
+            self._route(method)
+        except Exception:
+            what = f"{method} {self.path!r} (X-TC-Action {self.headers.get('X-TC-Action')!r})"
+            self.close_connection = True  # the request may be half read
+            if self._answering:
+                # The answer was already going out: the client went away, most likely.
+                log.debug("could not finish the answer to %s", what, exc_info=True)
+            else:
+                log.exception("unexpected error serving %s; answered an internal error", what)
+                self._answer_internal_error(what)
+
+    def _answer_internal_error(self, what: str) -> None:
+        """A bug: InternalError in the envelope, or HTTP 500 for an admin request."""
+        try:
+            if self._for_admin:
+                self._send(500, {"Error": "the emulator failed unexpectedly; see its log"})
+            else:
+                self._send_response(
+                    {
+                        "Error": {
+                            "Code": "InternalError",
+                            "Message": "The emulator failed unexpectedly; see its log.",
+                        }
+                    }
+                )
+        except OSError:
+            log.debug("could not answer %s", what, exc_info=True)
+
+    def _route(self, method: str) -> None:
         url = urlsplit(self.path)
-        body = self._read_body()
-        if body is None:
+        admin = self._for_admin = url.path.startswith("/_emulator/")
+        try:
+            body = self._read_body()
+        except _BodyError as error:
+            self.close_connection = True
+            if admin:
+                self._send(error.status, {"Error": error.message})
+            else:
+                self.emulator.count_request(self.headers.get("X-TC-Action") or "(none)")
+                self._send_response({"Error": {"Code": error.code, "Message": error.message}})
             return
-        if url.path.startswith("/_emulator/"):
+        if admin:
             self._admin(method, url.path, parse_qs(url.query), body)
         else:
             self._api(method, url.path, url.query, body)
 
-    def _read_body(self) -> bytes | None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            self._send(413, {"Error": "request body too large"})
-            return None
+    def _read_body(self) -> bytes:
+        if "Transfer-Encoding" in self.headers:
+            raise _BodyError(
+                400,
+                "InvalidParameter",
+                "Transfer-Encoding is not supported; send the body with a Content-Length.",
+            )
+        text = self.headers.get("Content-Length")
+        if text is None:
+            return b""
+        text = text.strip()
+        # Digits only: int() would also take "-5" (then read() waits for EOF), "1_0" or "+1".
+        if not (text.isascii() and text.isdigit()):
+            raise _BodyError(
+                400,
+                "InvalidParameter",
+                f"Content-Length must be a non-negative integer, not {text!r}.",
+            )
+        if len(text) > len(str(MAX_BODY_BYTES)) or int(text) > MAX_BODY_BYTES:
+            raise _BodyError(
+                413,
+                "RequestSizeLimitExceeded",
+                f"The request body is larger than {MAX_BODY_BYTES} bytes.",
+            )
+        length = int(text)
         return self.rfile.read(length) if length else b""
 
     # -- the signed API ------------------------------------------------------------------
@@ -219,11 +346,14 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {name.lower(): value for name, value in self.headers.items()}
         action = headers.get("x-tc-action", "")
         self.emulator.count_request(action or "(none)")
+        self._answer_api(signature.SignedRequest(method, path, query, headers, body), action)
+
+    def _answer_api(self, request: signature.SignedRequest, action: str) -> None:
         faults = self.emulator.faults.for_action(action)
         delay = (self.emulator.options.latency_ms + faults.latency_ms) / 1000
         outcome = Outcome.ANSWER
         try:
-            self._authenticate(method, path, query, headers, body)
+            self._authenticate(request)
             if not self.emulator.limiter.allow(action):
                 self.emulator.count_throttled()
                 raise ApiError(
@@ -238,7 +368,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._pause(delay)
                 self._send(502, {"Error": "Bad Gateway (injected fault)"})
                 return
-            response = self.emulator.api.call(action, _parse_params(body))
+            response = self.emulator.api.call(action, _parse_params(request.body))
         except ApiError as error:
             response = {"Error": {"Code": error.code, "Message": error.message}}
         self._pause(delay)
@@ -246,14 +376,16 @@ class _Handler(BaseHTTPRequestHandler):
             # The work is done (events leased, confirm applied); the answer is lost.
             self.close_connection = True
             return
+        self._send_response(response)
+
+    def _send_response(self, response: dict[str, Any]) -> None:
+        """HTTP 200 with `{"Response": {..., "RequestId"}}`, as the real gateway answers."""
         response["RequestId"] = str(uuid.uuid4())
         self._send(200, {"Response": response})
 
-    def _authenticate(
-        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
-    ) -> None:
-        request = signature.SignedRequest(method, path, query, headers, body)
+    def _authenticate(self, request: signature.SignedRequest) -> None:
         signature.verify(request, self.emulator.secrets, time.time())
+        headers = request.headers
         version = headers.get("x-tc-version", "")
         if version != API_VERSION:
             raise ApiError(
@@ -266,7 +398,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "InvalidAction",
                 f"The action `{headers['x-tc-action']}` is not supported by the emulator.",
             )
-        if method != "POST" or headers.get("content-type") != JSON:
+        if request.method != "POST" or headers.get("content-type") != JSON:
             raise ApiError(
                 "InvalidParameter",
                 "The emulator serves POST with Content-Type: application/json only.",
@@ -325,16 +457,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _admin_faults(self, document: Any, _query: dict[str, list[str]]) -> dict[str, Any]:
         if self.command == "POST":
             try:
-                self.emulator.faults = FaultPlan.parse({} if document is None else document)
+                self.emulator.faults = FaultPlan.parse(
+                    {} if document is None else document, actions=self.emulator.api.actions
+                )
             except ValueError as error:
                 raise AdminError(str(error)) from None
         return {"Faults": self.emulator.faults.model_dump()["actions"]}
 
     def _send(self, status: int, document: Any) -> None:
         payload = json.dumps(document, ensure_ascii=False).encode("utf-8")
+        self._answering = True
         self.send_response(status)
         self.send_header("Content-Type", JSON)
         self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(payload)
 

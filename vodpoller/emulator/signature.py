@@ -15,6 +15,7 @@ ALGORITHM = "TC3-HMAC-SHA256"
 SERVICE = "vod"
 TERMINATOR = "tc3_request"
 MAX_CLOCK_SKEW_SECONDS = 300
+MAX_TIMESTAMP_DIGITS = 12  # seconds up to the year 33658; any longer one is far off the clock
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 
 
@@ -110,9 +111,11 @@ def verify(request: SignedRequest, secrets: Mapping[str, str], now: float) -> st
     timestamp = request.headers.get("x-tc-timestamp", "")
     if not timestamp:
         raise ApiError("MissingParameter", "The request is missing the X-TC-Timestamp header.")
-    if not timestamp.isdigit():
+    # isascii(): "²" and other Unicode digits pass isdigit() but are no timestamp (int() may
+    # even raise). The length cap keeps int() and float arithmetic on huge values away.
+    if not (timestamp.isascii() and timestamp.isdigit()):
         raise ApiError("InvalidParameter", "X-TC-Timestamp must be an integer of seconds.")
-    if abs(now - int(timestamp)) > MAX_CLOCK_SKEW_SECONDS:
+    if len(timestamp) > MAX_TIMESTAMP_DIGITS or abs(now - int(timestamp)) > MAX_CLOCK_SKEW_SECONDS:
         raise ApiError(
             "AuthFailure.SignatureExpire", "The signature is expired, please request again."
         )
@@ -131,10 +134,12 @@ def verify(request: SignedRequest, secrets: Mapping[str, str], now: float) -> st
         raise ApiError(
             "AuthFailure.SignatureFailure", "SignedHeaders must include content-type and host."
         )
-    given = fields["Signature"]
+    # Bytes: compare_digest refuses str with non-ASCII characters (TypeError).
+    given = fields["Signature"].encode("utf-8", "replace")
     for lower_values in (False, True):
         canonical = canonical_request(request, signed_headers, lower_values=lower_values)
-        if hmac.compare_digest(signature(secret_key, date, timestamp, canonical), given):
+        expected = signature(secret_key, date, timestamp, canonical).encode("ascii")
+        if hmac.compare_digest(expected, given):
             return secret_id
     raise ApiError(
         "AuthFailure.SignatureFailure",
