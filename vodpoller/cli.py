@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
-from types import FrameType
 
 from vodpoller import __version__, app, logs
 from vodpoller.config import Settings, config_path, load_settings
 from vodpoller.errors import ConfigError, VodpollerError, describe
 from vodpoller.events_cli import add_events_command
+from vodpoller.signals import until_stopped
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -100,26 +99,18 @@ def _emulator(args: argparse.Namespace) -> int:
     except OSError as error:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {error}") from error
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
     queued = emulator.stats()["Queued"]
     # The built-in test key is public and needed to sign; a key of the user's own is not shown.
     # Keep "listening on http://HOST:PORT " as it is: tests and bench/ parse it.
     key = options.secret_key if options.secret_key == DEFAULT_SECRET_KEY else "(as given)"
-    print(
-        f"VOD emulator listening on {emulator.url} "
-        f"(SecretId {options.secret_id}, SecretKey {key}); "
-        f"{queued} event(s) queued. Ctrl-C stops it.",
-        flush=True,
-    )
-    try:
-        emulator.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        emulator.server.server_close()
+    with until_stopped() as stopped, emulator:
+        print(
+            f"VOD emulator listening on {emulator.url} "
+            f"(SecretId {options.secret_id}, SecretKey {key}); "
+            f"{queued} event(s) queued. Ctrl-C stops it.",
+            flush=True,
+        )
+        stopped.wait()
     return EXIT_OK
 
 

@@ -7,9 +7,7 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -27,6 +25,7 @@ from vodpoller.output import (
     write_stream,
 )
 from vodpoller.queries import EventFilter, EventQueries, parse_moment
+from vodpoller.signals import until_stopped
 from vodpoller.store import EventStore
 
 STATS_COLUMNS = (
@@ -109,21 +108,6 @@ def _output(path: str | None) -> Iterator[TextIO]:
         raise ConfigError(f"cannot write {path}: {error.strerror}") from None
 
 
-@contextlib.contextmanager
-def _until_stopped() -> Iterator[threading.Event]:
-    """An event set by SIGTERM/SIGINT, previous handlers restored after."""
-    stopped = threading.Event()
-    previous = {
-        signum: signal.signal(signum, lambda *_: stopped.set())
-        for signum in (signal.SIGTERM, signal.SIGINT)
-    }
-    try:
-        yield stopped
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 # Ids are given at INSERT but seen at COMMIT, and concurrent batches commit out of order:
 # tail looks back this long for rows with an id below the newest one it printed.
 TAIL_LOOKBACK_SECONDS = 10.0
@@ -131,7 +115,7 @@ TAIL_LOOKBACK_SECONDS = 10.0
 
 def _tail(args: argparse.Namespace) -> int:
     where = _filter(args)
-    with _queries(args) as queries, _until_stopped() as stopped:
+    with _queries(args) as queries, until_stopped() as stopped:
         backlog = list(reversed(queries.latest(where, args.limit)))
         write_stream(backlog, args.format, sys.stdout, header=True)
         sys.stdout.flush()

@@ -100,8 +100,9 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
     root.setLevel(level.upper())
     # The SDK's debug lines carry the Authorization header and tokens: never let them out.
     logging.getLogger(_SDK_LOGGER).setLevel(logging.WARNING)
-    # One line per job run is noise; the poller logs what each run did.
+    # A line per job run or per migration step is noise; the poller logs what each run did.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

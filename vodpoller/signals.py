@@ -1,5 +1,6 @@
-"""SIGTERM/SIGINT as a context manager: the first signal asks for a graceful stop, a second
-one exits at once. The previous handlers come back on exit."""
+"""SIGTERM/SIGINT as context managers that restore the previous handlers: `on_stop` for the
+daemon (the first signal asks for a graceful stop, a second one exits at once) and
+`until_stopped` for commands that simply run until told to stop."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ EXIT_AT_ONCE = 1
 
 
 @contextlib.contextmanager
-def on_stop(callback: Callable[[], None], *, install: bool = True) -> Iterator[None]:
+def on_stop(
+    callback: Callable[[], None], *, install: bool = True, announce: bool = True
+) -> Iterator[None]:
     """Call `callback` on the first stop signal; on the second, `os._exit` without cleanup.
     `install=False` (or any thread but the main one) leaves the handlers alone, for tests."""
     if not install or threading.current_thread() is not threading.main_thread():
@@ -33,7 +36,8 @@ def on_stop(callback: Callable[[], None], *, install: bool = True) -> Iterator[N
         if len(received) > 1:
             log.warning("second stop signal: exiting at once", signal=name)
             os._exit(EXIT_AT_ONCE)
-        log.info("stop signal: finishing the batches in flight", signal=name)
+        if announce:
+            log.info("stop signal: finishing the batches in flight", signal=name)
         callback()
 
     previous = {signum: signal.signal(signum, handle) for signum in STOP_SIGNALS}
@@ -42,3 +46,11 @@ def on_stop(callback: Callable[[], None], *, install: bool = True) -> Iterator[N
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def until_stopped() -> Iterator[threading.Event]:
+    """An event that the first SIGTERM or SIGINT sets (then the usual handlers are back)."""
+    stopped = threading.Event()
+    with on_stop(stopped.set, announce=False):
+        yield stopped
