@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import random
+import socket
 import threading
 import time
 import uuid
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 DEFAULT_SECRET_ID = "AKIDvodpollerEmulator"  # noqa: S105
 DEFAULT_SECRET_KEY = "vodpoller-emulator-secret-key"  # noqa: S105
 JSON = "application/json"
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 1024 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
@@ -246,6 +249,28 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     _answering = False  # an answer has begun going out: too late for another one
     _for_admin = False  # the request is for /_emulator/: errors as HTTP status, not envelope
+    _body_left_unread = False  # refused before its body was read: drain it before closing
+
+    def finish(self) -> None:
+        super().finish()
+        if self._body_left_unread:
+            self._drain_before_close()
+
+    def _drain_before_close(self) -> None:
+        """Closing a socket with unread input sends a reset, which can destroy the answer just
+        written before the client reads it: say we are done, then read what is left, briefly."""
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(LINGER_SECONDS)
+            deadline = time.monotonic() + LINGER_SECONDS
+            left = LINGER_BYTES
+            while left > 0 and time.monotonic() < deadline:
+                chunk = self.connection.recv(min(left, 65536))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
 
     @property
     def emulator(self) -> Emulator:
@@ -302,6 +327,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body()
         except _BodyError as error:
             self.close_connection = True
+            self._body_left_unread = True
             if admin:
                 self._send(error.status, {"Error": error.message})
             else:
