@@ -23,6 +23,18 @@ class SourceError(VodpollerError):
 class TransientSourceError(SourceError):
     """Worth retrying: network trouble, throttling, server-side hiccups."""
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        request_id: str | None = None,
+        never_sent: bool = False,
+    ):
+        super().__init__(message, code=code, request_id=request_id)
+        # No connection was made (refused, DNS, connect timeout): the service saw nothing.
+        self.never_sent = never_sent
+
 
 class FatalSourceError(SourceError):
     """Retrying will not help until someone acts: credentials, permissions, bad parameters."""

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from vodpoller.config import config_path, load_settings
 from vodpoller.errors import ConfigError
@@ -111,6 +111,7 @@ def _output(path: str | None) -> Iterator[TextIO]:
 # Ids are given at INSERT but seen at COMMIT, and concurrent batches commit out of order:
 # tail looks back this long for rows with an id below the newest one it printed.
 TAIL_LOOKBACK_SECONDS = 10.0
+TAIL_LOOKBACK_IDS = 1000  # at the start: ids below the backlog that may still commit
 
 
 def _tail(args: argparse.Namespace) -> int:
@@ -119,33 +120,36 @@ def _tail(args: argparse.Namespace) -> int:
         backlog = list(reversed(queries.latest(where, args.limit)))
         write_stream(backlog, args.format, sys.stdout, header=True)
         sys.stdout.flush()
-        follower = _Follower(backlog[-1]["id"] if backlog else queries.newest_id())
+        first = backlog[0]["id"] if backlog else queries.newest_id() + 1
+        low = max(0, first - 1 - TAIL_LOOKBACK_IDS)
+        follower = _Follower(queries.ids_after(where, low), low)
         while not stopped.wait(args.interval):
-            rows = follower.new(list(queries.every(where, follower.low)))
-            if rows:
-                write_stream(rows, args.format, sys.stdout, header=False)
+            fresh = follower.unseen(queries.ids_after(where, follower.low))
+            if fresh:
+                write_stream(queries.by_ids(fresh), args.format, sys.stdout, header=False)
                 sys.stdout.flush()
     return 0
 
 
 class _Follower:
-    """Which rows `tail` has not printed yet, allowing for ids that commit late."""
+    """Which ids `tail` has not printed yet. Ids are given at INSERT but seen at COMMIT, and
+    concurrent batches commit out of order: it keeps looking back for late ones."""
 
-    def __init__(self, newest: int):
-        self.newest = newest
-        self.printed: set[int] = set()
-        self.marks: deque[tuple[float, int]] = deque([(time.monotonic(), newest)])
+    def __init__(self, known: list[int], low: int):
+        self.printed: set[int] = set(known)  # shown, or there before tail began
+        self.newest = max([low, *known])
+        self.marks: deque[tuple[float, int]] = deque([(time.monotonic(), low)])
 
     @property
     def low(self) -> int:
-        """Read above this id: the newest printed id as it was the lookback ago."""
+        """Read above this id: the newest id seen, as it was the lookback ago."""
         return self.marks[0][1]
 
-    def new(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        fresh = [row for row in rows if row["id"] not in self.printed]
+    def unseen(self, ids: list[int]) -> list[int]:
+        fresh = [i for i in ids if i not in self.printed]
         now = time.monotonic()
-        self.printed.update(row["id"] for row in fresh)
-        self.newest = max([self.newest, *(row["id"] for row in fresh)])
+        self.printed.update(fresh)
+        self.newest = max([self.newest, *fresh])
         self.marks.append((now, self.newest))
         while len(self.marks) > 1 and now - self.marks[1][0] >= TAIL_LOOKBACK_SECONDS:
             self.marks.popleft()

@@ -116,8 +116,10 @@ def _migration_lock(connection: Connection) -> Iterator[None]:
     # Session locks, each taken and released in a short transaction of its own.
     got = connection.execute(take).scalar()
     connection.commit()
-    if got not in (None, "", 1):  # pg_advisory_lock answers void; GET_LOCK 1, or 0 on timeout
-        raise StorageError(f"another process held the migration lock for {_LOCK_WAIT_SECONDS} s")
+    # pg_advisory_lock answers void (and fails on lock_timeout); GET_LOCK 1, 0 on a timeout,
+    # NULL on an error.
+    if dialect != "postgresql" and got != 1:
+        raise StorageError(f"could not take the migration lock within {_LOCK_WAIT_SECONDS} s")
     try:
         yield
     finally:

@@ -89,8 +89,9 @@ _OUTCOME_UNKNOWN = frozenset({"ClientNetworkError", "ServerNetworkError", None})
 
 def _is_ambiguous(error: TransientSourceError) -> bool:
     """The call may have been applied although its answer said nothing (timeout, reset, 502).
-    An answer from the service itself (InternalError, throttling) means it was not."""
-    return error.code in _OUTCOME_UNKNOWN
+    An answer from the service itself (InternalError, throttling), or a connection that was
+    never made, means it was not."""
+    return error.code in _OUTCOME_UNKNOWN and not error.never_sent
 
 
 class Poller:
@@ -134,12 +135,20 @@ class Poller:
             pool.shutdown(wait=True)
         if self._unmarked:
             self._mark_confirmed([])  # a last try for confirmed_at marks still waiting
+        if self._unmarked:
+            log.error(
+                "confirmed events left without confirmed_at",
+                count=len(self._unmarked),
+                dedup_keys=self._unmarked[:20],
+            )
 
     # -- one drain -----------------------------------------------------------------------
 
     def drain(self, sub_app_id: int | None) -> DrainResult:
         """Pull and handle batches until a pull comes back empty; extra workers join while
         answers come back full, up to `concurrency`. Raises the first worker's error."""
+        if self._unmarked:
+            self._mark_confirmed([])  # confirmed_at marks the database could not take before
         total = DrainResult()
         lock = threading.Lock()
         failed = threading.Event()
@@ -216,12 +225,14 @@ class Poller:
         saved = self.store.save(events)  # StorageError: nothing is confirmed, events come back
         confirmable = [event for event in events if event.event_handle]
         confirmed: list[str] = []
-        for start in range(0, len(confirmable), MAX_CONFIRM_HANDLES):
-            chunk = confirmable[start : start + MAX_CONFIRM_HANDLES]
-            if self._confirm(batch, [event.event_handle for event in chunk]):
-                confirmed.extend(event.dedup_key for event in chunk)
-        if confirmed:
-            self._mark_confirmed(confirmed)
+        try:
+            for start in range(0, len(confirmable), MAX_CONFIRM_HANDLES):
+                chunk = confirmable[start : start + MAX_CONFIRM_HANDLES]
+                if self._confirm(batch, [event.event_handle for event in chunk]):
+                    confirmed.extend(event.dedup_key for event in chunk)
+        finally:
+            if confirmed:  # even when a later chunk failed: these will not come back
+                self._mark_confirmed(confirmed)
         result = DrainResult(
             pulled=len(events),
             stored=saved.stored,

@@ -99,6 +99,21 @@ class EventQueries:
             yield from page
             last = page[-1]["id"]
 
+    def ids_after(self, where: EventFilter, after_id: int) -> list[int]:
+        """The ids of matching events above `after_id`, ascending (ids only: cheap to repeat)."""
+        c = vod_events.c
+        statement = select(c.id).where(where.clause(), c.id > after_id).order_by(c.id)
+        return [int(row["id"]) for row in self._all(statement)]
+
+    def by_ids(self, ids: list[int]) -> list[dict[str, Any]]:
+        """The events with these ids, ascending."""
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(ids), PAGE):
+            chunk = ids[start : start + PAGE]
+            statement = select(vod_events).where(vod_events.c.id.in_(chunk))
+            rows.extend(self._all(statement.order_by(vod_events.c.id)))
+        return rows
+
     def newest_id(self) -> int:
         """The highest id stored (0 for an empty table)."""
         rows = self._all(select(func.coalesce(func.max(vod_events.c.id), 0).label("id")))

@@ -20,9 +20,7 @@ EXIT_AT_ONCE = 1
 
 
 @contextlib.contextmanager
-def on_stop(
-    callback: Callable[[], None], *, install: bool = True, announce: bool = True
-) -> Iterator[None]:
+def on_stop(callback: Callable[[], None], *, install: bool = True) -> Iterator[None]:
     """Call `callback` on the first stop signal; on the second, `os._exit` without cleanup.
     `install=False` (or any thread but the main one) leaves the handlers alone, for tests."""
     if not install or threading.current_thread() is not threading.main_thread():
@@ -36,8 +34,7 @@ def on_stop(
         if len(received) > 1:
             log.warning("second stop signal: exiting at once", signal=name)
             os._exit(EXIT_AT_ONCE)
-        if announce:
-            log.info("stop signal: finishing the batches in flight", signal=name)
+        log.info("stop signal: finishing the batches in flight", signal=name)
         callback()
 
     previous = {signum: signal.signal(signum, handle) for signum in STOP_SIGNALS}
@@ -50,7 +47,15 @@ def on_stop(
 
 @contextlib.contextmanager
 def until_stopped() -> Iterator[threading.Event]:
-    """An event that the first SIGTERM or SIGINT sets (then the usual handlers are back)."""
+    """An event that SIGTERM or SIGINT sets (a repeat changes nothing): for commands that
+    simply run until told to stop. The previous handlers come back on exit."""
     stopped = threading.Event()
-    with on_stop(stopped.set, announce=False):
+    previous = {
+        signum: signal.signal(signum, lambda _signum, _frame: stopped.set())
+        for signum in STOP_SIGNALS
+    }
+    try:
         yield stopped
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

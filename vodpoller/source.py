@@ -50,6 +50,8 @@ _TRANSIENT_CODES = frozenset(
         "AttributeError",
     }
 )
+# What requests/urllib3 say when no connection was made, so no request reached the service.
+_NOT_CONNECTED = ("NewConnectionError", "ConnectTimeoutError", "NameResolutionError")
 _TRANSIENT_PREFIXES = ("RequestLimitExceeded", "InternalError.", "ResourceUnavailable.")
 
 
@@ -90,15 +92,21 @@ def translate(error: TencentCloudSDKException, action: str) -> SourceError:
         if isinstance(error.message, bytes)
         else error.message
     )
-    kind = TransientSourceError if is_transient(code) else FatalSourceError
-    # The documented answer to an expired handle is a parameter error; a sub-code such as
-    # InvalidParameterValue.SubAppId says something else and stays fatal.
-    if action == "ConfirmEvents" and code == "InvalidParameterValue":
-        kind = HandlesRejectedError
     text = f"{action} failed: {code}: {message}"
     if error.requestId:
         text += f" (RequestId {error.requestId})"
-    return kind(text, code=code, request_id=error.requestId)
+    if is_transient(code):
+        never_sent = code == "ClientNetworkError" and any(
+            sign in str(message) for sign in _NOT_CONNECTED
+        )
+        return TransientSourceError(
+            text, code=code, request_id=error.requestId, never_sent=never_sent
+        )
+    # The documented answer to an expired handle is a parameter error; a sub-code such as
+    # InvalidParameterValue.SubAppId says something else and stays fatal.
+    if action == "ConfirmEvents" and code == "InvalidParameterValue":
+        return HandlesRejectedError(text, code=code, request_id=error.requestId)
+    return FatalSourceError(text, code=code, request_id=error.requestId)
 
 
 def resolve_credential(vod: VodSettings) -> Any:

@@ -81,6 +81,9 @@ _NETWORK_TIMEOUTS: Final[dict[str, dict[str, Any]]] = {
         "keepalives_interval": 10,
         "keepalives_count": 3,
         "tcp_user_timeout": 60_000,  # ms of unacknowledged data before the connection fails
+        # A row locked by a session that went dark (another daemon cut off mid-transaction)
+        # must fail the batch, not hold it for as long as the server keeps that session.
+        "options": "-c lock_timeout=30s -c statement_timeout=120s",
     },
     "mysql": {"connect_timeout": 10, "read_timeout": 60, "write_timeout": 60},
 }

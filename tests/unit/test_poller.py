@@ -768,3 +768,67 @@ def test_an_answer_of_more_than_sixteen_events_is_confirmed_sixteen_at_a_time(
     assert [len(handles) for handles in scripted.confirms] == [16, 16, 8]
     assert (result.pulled, result.confirmed, result.unconfirmed) == (40, 40, 0)
     assert rig.confirmed_rows() == [True] * 40
+
+
+def test_confirmed_at_waiting_for_the_database_is_recorded_by_the_next_drain_even_when_idle(
+    rig: Rig,
+) -> None:
+    store = rig.hooked(fail_mark_confirmed=True)
+    poller = rig.poller(store=store)
+    rig.enqueue(3)
+    poller.drain(None)
+
+    store.fail_mark_confirmed = False
+    poller.drain(None)  # nothing to pull
+
+    assert rig.confirmed_rows() == [True] * 3
+
+
+@pytest.mark.usefixtures("instant_retries")
+def test_a_confirm_that_never_connected_does_not_make_a_rejection_count_as_confirmed(
+    rig: Rig,
+) -> None:
+    refused = TransientSourceError(
+        "ConfirmEvents failed: ClientNetworkError: ... NewConnectionError ...",
+        code="ClientNetworkError",
+        never_sent=True,
+    )
+    rig.enqueue(2)
+    scripted = rig.scripted(confirm_steps=[fails_with(lambda: refused), fails_with(rejected)])
+
+    result = rig.poller(scripted).drain(None)
+
+    assert (result.confirmed, result.unconfirmed) == (0, 2)
+    assert rig.confirmed_rows() == [False] * 2
+
+
+def test_chunks_confirmed_before_a_later_chunk_fails_are_marked(rig: Rig) -> None:
+    rig.enqueue(20)
+    denied = FatalSourceError("no permission", code="UnauthorizedOperation")
+    scripted = ScriptedSource(
+        LeaseQueueSource(rig.queue, max_events=20),
+        confirm_steps=[lambda confirm: confirm(), fails_with(lambda: denied)],
+    )
+
+    with pytest.raises(FatalSourceError):
+        rig.poller(scripted).drain(None)
+
+    assert rig.confirmed_rows().count(True) == 16
+
+
+@pytest.mark.parametrize(
+    ("message", "never_sent"),
+    [
+        ("HTTPConnectionPool(...): Max retries exceeded (Caused by NewConnectionError(...))", True),
+        ("HTTPConnectionPool(...): (Caused by ConnectTimeoutError(...))", True),
+        ("HTTPConnectionPool(...): Read timed out. (read timeout=10)", False),
+        ("('Connection aborted.', RemoteDisconnected('Remote end closed connection'))", False),
+    ],
+)
+def test_a_network_error_says_whether_the_request_can_have_reached_the_service(
+    message: str, never_sent: bool
+) -> None:
+    error = translate(TencentCloudSDKException("ClientNetworkError", message), "ConfirmEvents")
+
+    assert isinstance(error, TransientSourceError)
+    assert error.never_sent is never_sent

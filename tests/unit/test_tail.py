@@ -8,21 +8,22 @@ from vodpoller import events_cli
 from vodpoller.events_cli import _Follower
 
 
-def rows(*ids: int) -> list[dict[str, object]]:
-    return [{"id": i} for i in ids]
-
-
 def test_a_row_that_commits_after_a_higher_id_is_still_printed_once() -> None:
-    follower = _Follower(newest=40)
+    follower = _Follower([38, 39, 40], low=37)
 
-    first = follower.new(rows(42))
-    late = follower.new(rows(41, 42))  # 41 was inserted first but committed after 42
-    again = follower.new(rows(41, 42, 43))
+    first = follower.unseen([38, 39, 40, 42])
+    late = follower.unseen([38, 39, 40, 41, 42])  # 41 was inserted first, committed after 42
+    again = follower.unseen([38, 39, 40, 41, 42, 43])
 
-    assert [r["id"] for r in first] == [42]
-    assert [r["id"] for r in late] == [41]
-    assert [r["id"] for r in again] == [43]
-    assert follower.low == 40  # still looking back
+    assert (first, late, again) == ([42], [41], [43])
+    assert follower.low == 37  # still looking back
+
+
+def test_a_row_below_the_backlog_that_commits_after_the_start_is_printed() -> None:
+    # Ids 1..3 given; 2 and 3 were committed (and shown) when tail began, 1 commits just after.
+    follower = _Follower([2, 3], low=0)
+
+    assert follower.unseen([1, 2, 3]) == [1]
 
 
 def test_the_lookback_window_moves_on_and_forgets_old_ids(
@@ -30,13 +31,13 @@ def test_the_lookback_window_moves_on_and_forgets_old_ids(
 ) -> None:
     now = [1000.0]
     monkeypatch.setattr("vodpoller.events_cli.time.monotonic", lambda: now[0])
-    follower = _Follower(newest=10)
-    follower.new(rows(11, 12))
+    follower = _Follower([], low=10)
+    follower.unseen([11, 12])
 
     now[0] += events_cli.TAIL_LOOKBACK_SECONDS + 1
-    follower.new(rows(13))
+    follower.unseen([11, 12, 13])
     now[0] += events_cli.TAIL_LOOKBACK_SECONDS + 1
-    follower.new([])
+    follower.unseen([13])
 
     assert follower.low == 13
     assert follower.printed == set()
