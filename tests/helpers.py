@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +12,17 @@ from pydantic import SecretStr
 
 from vodpoller.config import DatabaseSettings, PollSettings, Settings, VodSettings
 from vodpoller.emulator.server import Emulator
+
+
+@contextlib.contextmanager
+def reaped(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """Kill the process on the way out if it still runs: no test leaves one behind."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 class FakeClock:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import EmulatorFactory
-from tests.helpers import emulator_config, write_config
+from tests.helpers import emulator_config, reaped, write_config
 from vodpoller.emulator.admin import EmulatorAdmin
 from vodpoller.emulator.server import Emulator
 
@@ -101,7 +101,7 @@ def test_run_stops_on_sigterm_with_exit_0_and_nothing_left_leased(
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
+    with reaped(daemon):
         deadline = time.monotonic() + 30
         while admin.stats()["Confirmed"] < 100 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -110,10 +110,6 @@ def test_run_stops_on_sigterm_with_exit_0_and_nothing_left_leased(
         daemon.send_signal(signal.SIGTERM)
         _, stderr = daemon.communicate(timeout=10)
         stopped_after = time.monotonic() - signalled
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
 
     assert daemon.returncode == 0, stderr
     assert stopped_after < 10
@@ -138,17 +134,13 @@ def test_run_exits_0_on_sigint_while_idle(
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
+    with reaped(daemon):
         deadline = time.monotonic() + 20
         while not EmulatorAdmin(emulator.url).stats()["Requests"].get("PullEvents"):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         daemon.send_signal(signal.SIGINT)
         _, stderr = daemon.communicate(timeout=10)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
     assert daemon.returncode == 0, stderr
 
 

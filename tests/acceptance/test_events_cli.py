@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.acceptance.test_cli import _env, vodpoller
-from tests.helpers import write_config
+from tests.helpers import reaped, write_config
 from vodpoller.emulator.samples import load_samples
 from vodpoller.events import parse_entry
 from vodpoller.migrate import upgrade
@@ -172,7 +172,7 @@ def test_tail_prints_the_last_events_then_new_ones_until_interrupted(
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
+    with reaped(follower):
         assert follower.stdout is not None
         first = [json.loads(follower.stdout.readline()) for _ in range(2)]
         assert [row["id"] for row in first] == [39, 40]
@@ -183,10 +183,6 @@ def test_tail_prints_the_last_events_then_new_ones_until_interrupted(
         time.sleep(0.2)
         follower.send_signal(signal.SIGINT)
         _, stderr = follower.communicate(timeout=10)
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-            follower.communicate()
     assert follower.returncode == 0, stderr
 
 
