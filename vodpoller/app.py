@@ -67,6 +67,10 @@ class Components:
     source: EventSource
     poller: Poller
 
+    def drain(self) -> DrainResult:
+        """Every configured application once, until a pull comes back empty."""
+        return drain_all(self.poller, self.settings.vod.applications)
+
     def close(self) -> None:
         self.poller.close()
         self.store.dispose()
@@ -101,7 +105,7 @@ def drain_all(poller: Poller, applications: tuple[int | None, ...]) -> DrainResu
 
 def run_once(settings: Settings, *, run_migrations: bool = True) -> DrainResult:
     with components(settings, run_migrations=run_migrations) as built:
-        return drain_all(built.poller, settings.vod.applications)
+        return built.drain()
 
 
 def run_service(settings: Settings, *, run_migrations: bool = True) -> int:

@@ -9,7 +9,7 @@ from typing import TextIO
 from pydantic import SecretStr
 
 from vodpoller import logs
-from vodpoller.app import drain_all, make_poller, make_source, open_store
+from vodpoller.app import components
 from vodpoller.config import DatabaseSettings, PollSettings, Settings, VodSettings
 from vodpoller.emulator.server import Emulator, EmulatorOptions
 from vodpoller.output import write_table
@@ -42,14 +42,9 @@ def run_demo(out: TextIO, database: Path = DEMO_DATABASE) -> int:
             file=out,
         )
         settings = demo_settings(emulator, database)
-        store = open_store(settings, run_migrations=True)
-        poller = make_poller(settings, make_source(settings), store)
-        try:
-            result = drain_all(poller, settings.vod.applications)
-            rows = store.rows()
-        finally:
-            poller.close()
-            store.dispose()
+        with components(settings) as built:
+            result = built.drain()
+            rows = built.store.rows()
         left = emulator.stats()
     print(f"Drained with the Tencent Cloud SDK over HTTP: {result.summary()}", file=out)
     print(f"Emulator after the drain: Queued={left['Queued']} Leased={left['Leased']}", file=out)

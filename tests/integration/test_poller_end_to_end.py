@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,33 +24,15 @@ from vodpoller.schema import vod_events
 from vodpoller.store import EventStore
 
 
-class _Built:
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self.store = app.open_store(settings, run_migrations=True)
-        self.source = app.make_source(settings)
-        self.poller = app.make_poller(settings, self.source, self.store)
-
-    def drain(self) -> Any:
-        return app.drain_all(self.poller, self.settings.vod.applications)
-
-    def close(self) -> None:
-        self.poller.close()
-        self.store.dispose()
-
-
 @pytest.fixture
 def build(database_url: str) -> Iterator[Any]:
-    built: list[_Built] = []
+    """Components (store migrated, SDK source, poller) on the test's database; closed after."""
+    with contextlib.ExitStack() as stack:
 
-    def make(settings_of: Any, **poll: Any) -> _Built:
-        item = _Built(settings_of(database_url, **poll))
-        built.append(item)
-        return item
+        def make(settings_of: Any, **poll: Any) -> app.Components:
+            return stack.enter_context(app.components(settings_of(database_url, **poll)))
 
-    yield make
-    for item in built:
-        item.close()
+        yield make
 
 
 def _rows(store: EventStore) -> list[dict[str, Any]]:

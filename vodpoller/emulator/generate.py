@@ -7,9 +7,8 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+from vodpoller.emulator.queue import Entry
 from vodpoller.emulator.samples import load_samples
-
-Entry = dict[str, Any]
 
 # Keys whose values identify an event; fresh values make each generated event distinct.
 _IDENTITY_KEYS = frozenset({"TaskId", "FileId", "CastId", "SessionId", "SessionContext"})

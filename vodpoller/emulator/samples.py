@@ -6,9 +6,8 @@ import copy
 import functools
 import json
 from importlib import resources
-from typing import Any
 
-Entry = dict[str, Any]
+from vodpoller.emulator.queue import Entry
 
 
 @functools.cache
