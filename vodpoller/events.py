@@ -73,7 +73,11 @@ def canonical_json(value: Any) -> str:
 
 def dedup_key(entry: Mapping[str, Any], sub_app_id: int | None) -> str:
     """SHA-256 hex over `<sub_app_id or empty>:` + the canonical entry without `EventHandle`."""
-    body = {k: v for k, v in storable(entry).items() if k != "EventHandle"}
+    return _key_of_storable(storable(entry), sub_app_id)
+
+
+def _key_of_storable(entry: Mapping[str, Any], sub_app_id: int | None) -> str:
+    body = {k: v for k, v in entry.items() if k != "EventHandle"}
     prefix = "" if sub_app_id is None else str(sub_app_id)
     return hashlib.sha256(f"{prefix}:{canonical_json(body)}".encode()).hexdigest()
 
@@ -135,7 +139,7 @@ def parse_entry(entry: Mapping[str, Any], sub_app_id: int | None) -> Event:
     payload = find_payload(entry) or {}
     output = _object(payload.get("Output"))
     return Event(
-        dedup_key=dedup_key(entry, sub_app_id),
+        dedup_key=_key_of_storable(entry, sub_app_id),  # `entry` is storable already
         sub_app_id=sub_app_id,
         event_type=_text(entry.get("EventType"), SHORT_TEXT) or "",
         event_handle=_text(entry.get("EventHandle"), LONG_TEXT) or "",
