@@ -13,9 +13,10 @@ from sqlalchemy.engine import make_url
 
 from vodpoller import migrate
 from vodpoller.config import Settings
+from vodpoller.database import safe_url
 from vodpoller.errors import VodpollerError, describe
 from vodpoller.source import VodEventSource, resolve_credential
-from vodpoller.store import EventStore, safe_url
+from vodpoller.store import EventStore
 
 
 @dataclass(frozen=True)

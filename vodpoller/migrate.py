@@ -18,8 +18,8 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from vodpoller.database import make_engine, safe_url, writer
 from vodpoller.errors import StorageError
-from vodpoller.store import make_engine, safe_url, writer
 
 
 def script_location() -> Path:
