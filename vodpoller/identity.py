@@ -17,7 +17,7 @@ else is a new event with the next occurrence number of that content.
 A delivery that arrives while the row it repeats is still held (the holder's lease ran out
 before it confirmed, so VOD delivered the event again) becomes a new row at first. The
 holder's confirm then fails, because the handle expired, and releasing the row folds it into
-the twin that arrived after it (`fold_target`): one row again. If the two were in fact
+the twin delivered after it (`fold_target`): one row again. If the two were in fact
 distinct events, the released one is delivered again later (its confirm did not take
 effect) and becomes a row of its own then, so folding never loses an event.
 
@@ -56,7 +56,7 @@ class StoredRow:
     occurrence: int
     confirmed: bool
     held_by: str | None
-    received_at: datetime
+    delivered_at: datetime  # when its latest delivery arrived
 
 
 @dataclass(frozen=True)
@@ -138,16 +138,16 @@ def _redeliverable(row: StoredRow, holder: str | None, dead: Collection[str]) ->
 def fold_target(
     released: StoredRow, answered_at: datetime, twins: Iterable[StoredRow]
 ) -> int | None:
-    """The row a released one is the same event as: the first twin (same content) that was
-    received after the released delivery's answer. None when there is none. A twin from the
-    same answer (same `received_at`) is a distinct event by VOD's rule, so it never counts."""
+    """The row a released one is the same event as: of the twins (same content) delivered
+    after the released delivery's answer, the first. None when there is none. A twin from the
+    same answer (same time) is a distinct event by VOD's rule, so it never counts."""
     later = [
         twin
         for twin in twins
         if twin.row_id != released.row_id
         and twin.content_key == released.content_key
-        and twin.received_at > answered_at
+        and twin.delivered_at > answered_at
     ]
     if not later:
         return None
-    return min(later, key=lambda twin: (twin.received_at, twin.row_id)).row_id
+    return min(later, key=lambda twin: (twin.delivered_at, twin.row_id)).row_id

@@ -106,6 +106,8 @@ vod_events = Table(
     Column("session_id", String(SHORT_TEXT), nullable=True),
     Column("payload", JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
     Column("received_at", UtcDateTime(), nullable=False),
+    # When the latest delivery arrived; NULL on rows a 0.1 daemon wrote (then received_at).
+    Column("delivered_at", UtcDateTime(), nullable=True),
     Column("confirmed_at", UtcDateTime(), nullable=True),
     Column("deliveries", Integer, nullable=False, default=1, server_default=text("1")),
     UniqueConstraint("dedup_key"),

@@ -52,7 +52,7 @@ _SAME_CONTENT = select(
     _c.occurrence,
     _c.confirmed_at,
     _c.held_by,
-    _c.received_at,
+    func.coalesce(_c.delivered_at, _c.received_at).label("delivered_at"),
 ).where(
     or_(
         _c.content_key.in_(bindparam("content_keys", expanding=True)),
@@ -69,6 +69,7 @@ _ABSORB_UNHELD = (
         deliveries=_c.deliveries + 1,
         held_by=bindparam("holder"),
         content_key=func.coalesce(_c.content_key, bindparam("key")),
+        delivered_at=bindparam("at"),
     )
 )
 _ABSORB_FROM_DEAD = (
@@ -82,6 +83,7 @@ _ABSORB_FROM_DEAD = (
         deliveries=_c.deliveries + 1,
         held_by=bindparam("holder"),
         content_key=func.coalesce(_c.content_key, bindparam("key")),
+        delivered_at=bindparam("at"),
     )
 )
 _CONFIRM = (
@@ -253,12 +255,12 @@ def _save(
     decisions = identity.plan(
         [answer.events for answer in answers], candidates, holder=holder, dead=dead
     )
-    absorbs: list[tuple[Absorb, Event]] = []
+    absorbs: list[tuple[Absorb, Event, datetime]] = []
     new_rows: list[tuple[NewRow, Event, datetime]] = []
     for answer, decided in zip(answers, decisions, strict=True):
         for event, decision in zip(answer.events, decided, strict=True):
             if isinstance(decision, Absorb):
-                absorbs.append((decision, event))
+                absorbs.append((decision, event, answer.received_at))
             else:
                 new_rows.append((decision, event, answer.received_at))
     _absorb(connection, absorbs, holder)
@@ -296,24 +298,32 @@ def _same_content(connection: Connection, events: Sequence[Event]) -> list[Store
                 occurrence=row.occurrence,
                 confirmed=row.confirmed_at is not None,
                 held_by=row.held_by,
-                received_at=row.received_at,
+                delivered_at=row.delivered_at,
             )
     return list(found.values())
 
 
 def _absorb(
-    connection: Connection, absorbs: Sequence[tuple[Absorb, Event]], holder: str | None
+    connection: Connection,
+    absorbs: Sequence[tuple[Absorb, Event, datetime]],
+    holder: str | None,
 ) -> None:
     # In id order, as every writer does: two daemons lock rows in the same order.
-    absorbs = sorted(absorbs, key=lambda pair: pair[0].row_id)
+    ordered = sorted(absorbs, key=lambda item: item[0].row_id)
     unheld = [
-        {"row_id": a.row_id, "holder": holder, "key": e.content_key}
-        for a, e in absorbs
+        {"row_id": a.row_id, "holder": holder, "key": e.content_key, "at": at}
+        for a, e, at in ordered
         if a.seen_holder is None
     ]
     from_dead = [
-        {"row_id": a.row_id, "holder": holder, "key": e.content_key, "seen_holder": a.seen_holder}
-        for a, e in absorbs
+        {
+            "row_id": a.row_id,
+            "holder": holder,
+            "key": e.content_key,
+            "at": at,
+            "seen_holder": a.seen_holder,
+        }
+        for a, e, at in ordered
         if a.seen_holder is not None
     ]
     for statement, parameters in ((_ABSORB_UNHELD, unheld), (_ABSORB_FROM_DEAD, from_dead)):
@@ -361,6 +371,7 @@ def _row(
         **{column: getattr(event, column) for column in PAYLOAD_COLUMNS},
         "payload": event.payload,
         "received_at": received_at,
+        "delivered_at": received_at,
         "confirmed_at": None,
         "deliveries": 1,
     }
@@ -370,7 +381,7 @@ def _row(
 
 
 def _release(connection: Connection, release: Release, holder: str | None) -> int:
-    """Let go of a row; fold it into the twin that arrived after its delivery. 1 if folded."""
+    """Let go of a row; fold it into the twin delivered after it. 1 if folded."""
     connection.execute(
         update(vod_events).where(_c.id == release.row_id, _held_by_is(holder)).values(held_by=None)
     )
@@ -379,37 +390,35 @@ def _release(connection: Connection, release: Release, holder: str | None) -> in
             _c.id,
             _c.content_key,
             _c.confirmed_at,
+            _c.held_by,
             _c.deliveries,
             _c.received_at,
             _c.event_handle,
-            _c.occurrence,
-            _c.held_by,
         ).where(_c.id == release.row_id)
     ).first()
-    if (
-        row is None
-        or row.confirmed_at is not None
-        or row.held_by is not None
-        or not row.content_key
-    ):
+    if row is None or row.confirmed_at is not None or row.held_by is not None:
         return 0  # folded into by someone, confirmed by another delivery, or taken again
     twins = [
-        StoredRow(
-            t.id, t.content_key, t.occurrence, t.confirmed_at is not None, t.held_by, t.received_at
-        )
+        StoredRow(t.id, t.content_key, t.occurrence, t.confirmed_at is not None, t.held_by, t.at)
         for t in connection.execute(
             select(
-                _c.id, _c.content_key, _c.occurrence, _c.confirmed_at, _c.held_by, _c.received_at
+                _c.id,
+                _c.content_key,
+                _c.occurrence,
+                _c.confirmed_at,
+                _c.held_by,
+                _c.received_at,
+                func.coalesce(_c.delivered_at, _c.received_at).label("at"),
             ).where(_c.content_key == row.content_key, _c.id != row.id)
         )
     ]
-    released = StoredRow(row.id, row.content_key, row.occurrence, False, None, row.received_at)
+    released = StoredRow(row.id, row.content_key, 0, False, None, _utc(release.received_at))
     target = identity.fold_target(released, _utc(release.received_at), twins)
     if target is None:
         return 0
-    first = next(twin for twin in twins if twin.row_id == target)
+    received = connection.execute(select(_c.received_at).where(_c.id == target)).scalar_one()
     values: dict[str, Any] = {"deliveries": _c.deliveries + row.deliveries}
-    if row.received_at < first.received_at:
+    if row.received_at < received:
         # The merged row is the event first received with the released row's delivery.
         values.update(received_at=row.received_at, event_handle=row.event_handle)
     connection.execute(update(vod_events).where(_c.id == target).values(values))

@@ -1,4 +1,4 @@
-"""Event identity (content_key, occurrence, held_by) and the table of running daemons.
+"""Event identity (content_key, occurrence, held_by, delivered_at) and the running daemons.
 
 Rows stored by 0.1 keep their dedup_key. Those that may still be delivered again (not
 confirmed) get their content_key here, so that a redelivery finds them even when VOD has
@@ -87,6 +87,7 @@ def upgrade() -> None:
             sa.Column("occurrence", sa.Integer(), server_default=sa.text("0"), nullable=False)
         )
         table.add_column(sa.Column("held_by", sa.String(_KEY), nullable=True))
+        table.add_column(sa.Column("delivered_at", _utc_timestamp(), nullable=True))
     op.create_index(op.f("ix_vod_events_content_key"), "vod_events", ["content_key"])
     _backfill_content_keys()
     op.create_table(
@@ -154,6 +155,7 @@ def downgrade() -> None:
     op.drop_table("vod_daemons")
     op.drop_index(op.f("ix_vod_events_content_key"), table_name="vod_events")
     with op.batch_alter_table("vod_events") as table:
+        table.drop_column("delivered_at")
         table.drop_column("held_by")
         table.drop_column("occurrence")
         table.drop_column("content_key")
