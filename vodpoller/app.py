@@ -99,6 +99,9 @@ def components(
             store.engine, command=command, applications=settings.vod.applications
         )
         registry.register()
+        # A predecessor that was killed left its row and the rows it held: let go of them
+        # before the first pull, so its events land in their rows when they come back.
+        registry.reap()
     except BaseException:
         store.dispose()
         raise
