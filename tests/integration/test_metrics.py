@@ -412,5 +412,5 @@ def test_a_bad_listen_address_is_refused_naming_the_key(listen: str, message: st
     [("health_window_seconds", 0), ("backlog_interval_seconds", 1.0), ("port", 9464)],
 )
 def test_other_metrics_keys_are_checked(key: str, value: Any) -> None:
-    with pytest.raises(ConfigError, match=f"metrics.{key}"):
+    with pytest.raises(ConfigError, match=rf"`metrics\.{key}`"):
         _metrics(**{key: value})
