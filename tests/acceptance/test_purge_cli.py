@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from tests.acceptance.test_cli import vodpoller
+from tests.acceptance.test_cli import _env, vodpoller
 from tests.databases import EventFactory
-from tests.helpers import write_config
+from tests.helpers import reaped, write_config
+from vodpoller.migrate import upgrade
 from vodpoller.schema import vod_events
 from vodpoller.store import EventStore
 
@@ -107,3 +112,37 @@ def test_when_is_required_and_must_be_a_time(tmp_path: Path) -> None:
     assert "--before" in missing.stderr
     assert wrong.returncode == 2
     assert "'last tuesday' is neither an ISO 8601 time" in wrong.stderr
+
+
+@pytest.mark.sqlite
+@pytest.mark.slow
+def test_a_stop_signal_ends_the_purge_between_batches(
+    tmp_path: Path, event_factory: EventFactory
+) -> None:
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    upgrade(url)
+    with EventStore.connect(url) as store:
+        store.save(event_factory.batch(10_000), NOW - timedelta(days=40))
+        command = [sys.executable, "-m", "vodpoller", "events", "purge", "--before", "1d"]
+        with reaped(
+            subprocess.Popen(
+                [*command, "--database-url", url],
+                cwd=tmp_path,
+                env=_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        ) as purge:
+            while _count(store) == 10_000:  # the first batch of 1,000 has not gone yet
+                assert purge.poll() is None, purge.communicate()
+                time.sleep(0.01)
+            purge.send_signal(signal.SIGINT)
+            out, err = purge.communicate(timeout=60)
+        left = _count(store)
+
+    assert purge.returncode == 1, err
+    removed = 10_000 - left
+    assert 0 < removed < 10_000
+    assert removed % 1000 == 0  # whole batches only
+    assert out.startswith(f"stopped early: removed {removed} event(s) received before ")
