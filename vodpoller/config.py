@@ -265,10 +265,11 @@ def read_credentials(env: Mapping[str, str]) -> dict[str, str]:
         found[name] = value
     pair = {"secret_id", "secret_key"} & found.keys()
     if len(pair) == 1 or ("token" in found and not pair):
+        given = sorted(found.keys() & {"secret_id", "secret_key", "token"})
         missing = sorted({"secret_id", "secret_key"} - found.keys())
         raise ConfigError(
-            f"credentials in {directory}: {' and '.join(sorted(found.keys() & CREDENTIAL_KEYS))} "
-            f"without {' and '.join(missing)}: a key pair (and its token) go together"
+            f"credentials in {directory}: {' and '.join(given)} without "
+            f"{' and '.join(missing)}: a key pair (and its token) go together"
         )
     return found
 

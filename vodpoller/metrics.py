@@ -212,17 +212,23 @@ class PrometheusMetrics(Metrics):
         return encode(self.registry), content_type
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a scrape in flight does not hold up the daemon's exit
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class MetricsServer:
     """`/metrics` and `/healthz` on a threaded HTTP server; port 0 picks a free one."""
 
     def __init__(self, metrics: PrometheusMetrics, host: str, port: int):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        server_class = type("_Server", (ThreadingHTTPServer,), {"address_family": family})
+        server_class = _Server6 if ":" in host else _Server
         try:
             self.server: ThreadingHTTPServer = server_class((host, port), _handler(metrics))
         except OSError as error:
             raise ConfigError(f"metrics: cannot listen on {host}:{port}: {error}") from error
-        self.server.daemon_threads = True
         self.host = host
         self._thread = threading.Thread(
             target=self.server.serve_forever, name="metrics", daemon=True

@@ -104,6 +104,19 @@ def test_half_a_key_pair_is_refused(credentials: Path, present: list[str], missi
         _load(credentials)
 
 
+def test_the_half_pair_message_names_only_the_key_files(credentials: Path) -> None:
+    (credentials / "secret_id").write_text("AKIDcred")
+    (credentials / "database_url").write_text("sqlite:////srv/cred.db")
+
+    with pytest.raises(ConfigError) as caught:
+        _load(credentials)
+
+    assert str(caught.value) == (
+        f"credentials in {credentials}: secret_id without secret_key: "
+        "a key pair (and its token) go together"
+    )
+
+
 def test_an_empty_credential_file_is_refused_by_name(credentials: Path) -> None:
     (credentials / "database_url").write_text("\n")
 

@@ -191,7 +191,7 @@ def test_the_thread_pings_until_progress_stops_then_stays_silent(
         watchdog.start()
         try:
             for _ in range(3):
-                assert manager.receive() == {"WATCHDOG": "1"}
+                assert manager.wait_for("WATCHDOG", timeout=10) == {"WATCHDOG": "1"}
             clock.advance(31.0)  # no report: the loops hang
             deadline = time.monotonic() + 10
             while not any(e["event"].startswith("no progress") for e in logs):
