@@ -13,7 +13,7 @@ from sqlalchemy.exc import ArgumentError
 from vodpoller import logs, migrate
 from vodpoller.config import Settings
 from vodpoller.daemons import DaemonRegistry, Heartbeat
-from vodpoller.poller import DrainResult, Poller
+from vodpoller.poller import DrainResult, Poller, Rates
 from vodpoller.service import Service
 from vodpoller.source import EventSource, VodEventSource, resolve_credential
 from vodpoller.store import EventStore
@@ -61,6 +61,7 @@ def make_poller(
         concurrency=settings.poll.concurrency,
         confirm_budget_seconds=settings.poll.confirm_budget_seconds,
         holder=holder,
+        rates=Rates.per_second(settings.poll.rate_limit_per_second),
     )
 
 

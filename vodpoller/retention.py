@@ -11,10 +11,10 @@ from typing import Final
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from vodpoller.database import writer
 from vodpoller.errors import StorageError
 from vodpoller.logs import get_logger
 from vodpoller.schema import vod_events
-from vodpoller.store import writer
 
 log = get_logger(__name__)
 
