@@ -74,6 +74,8 @@ class Components:
     def close(self) -> None:
         self.poller.close()
         self.store.dispose()
+        if isinstance(self.source, VodEventSource):
+            self.source.close()  # its kept-alive connections
 
 
 @contextlib.contextmanager
