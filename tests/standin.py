@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,10 +58,14 @@ Play = Callable[[Wire, Request], bool]
 
 @dataclass
 class StandIn:
-    """Serves `plays` in turn, one per request (the last one again when they run out)."""
+    """Serves `plays` in turn, one per request (the last one again when they run out), over
+    TLS with `tls`. Counts the connections made and those the client closed."""
 
     plays: Sequence[Play]
+    tls: ssl.SSLContext | None = None
     requests: list[Request] = field(default_factory=list)
+    connections: int = 0
+    closed_by_client: int = 0
 
     def __post_init__(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -103,6 +108,7 @@ class StandIn:
                 continue
             with self._lock:
                 self._connections.append(connection)
+                self.connections += 1
             thread = threading.Thread(target=self._serve, args=(connection,), daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -115,12 +121,18 @@ class StandIn:
             return play
 
     def _serve(self, connection: socket.socket) -> None:
-        connection.settimeout(0.2)
-        reader = _Reader(connection, self._closing)
         try:
+            if self.tls is not None:
+                connection.settimeout(5)
+                connection = self.tls.wrap_socket(connection, server_side=True)
+            connection.settimeout(0.2)
+            reader = _Reader(connection, self._closing)
             while not self._closing.is_set():
                 request = reader.request()
                 if request is None:
+                    if not self._closing.is_set():
+                        with self._lock:
+                            self.closed_by_client += 1
                     return
                 if not self._next_play(request)(Wire(connection, self._closing), request):
                     return
@@ -254,3 +266,83 @@ def _bytes(body: bytes | str | Any) -> bytes:
     if isinstance(body, str):
         return body.encode("utf-8")
     return json.dumps(body).encode("utf-8")
+
+
+class Relay:
+    """An HTTP CONNECT proxy: answers `status` to the CONNECT (200: then copies bytes both
+    ways to the host asked for). Keeps each CONNECT request's head."""
+
+    def __init__(self, status: int = 200):
+        self.status = status
+        self.heads: list[bytes] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self._closing = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
+
+    @property
+    def port(self) -> int:
+        return int(self._listener.getsockname()[1])
+
+    def __enter__(self) -> Relay:
+        self._spawn(self._accept)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closing.set()
+        for thread in list(self._threads):
+            thread.join(5)
+        self._listener.close()
+        for sock in self._sockets:
+            sock.close()
+
+    def _spawn(self, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self._sockets.append(client)
+            self._spawn(self._tunnel, client)
+
+    def _tunnel(self, client: socket.socket) -> None:
+        client.settimeout(5)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            piece = client.recv(4096)
+            if not piece:
+                return
+            data += piece
+        head_bytes = data.partition(b"\r\n\r\n")[0]
+        self.heads.append(head_bytes)
+        if self.status != 200:
+            client.sendall(f"HTTP/1.1 {self.status} No\r\nContent-Length: 0\r\n\r\n".encode())
+            return
+        host, _, port = head_bytes.split(b" ")[1].decode().rpartition(":")
+        upstream = socket.create_connection((host, int(port)), timeout=5)
+        self._sockets.append(upstream)
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self._spawn(self._copy, upstream, client)
+        self._copy(client, upstream)
+
+    def _copy(self, source: socket.socket, target: socket.socket) -> None:
+        source.settimeout(0.2)
+        while not self._closing.is_set():
+            try:
+                data = source.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            try:
+                target.sendall(data)
+            except OSError:
+                return

@@ -245,21 +245,20 @@ class _Connection(http.client.HTTPConnection):
     def connect(self) -> None:
         target, proxy = self._target, self._target.proxy
         where = (proxy.host, proxy.port) if proxy else (target.host, target.port)
-        raw = _connect(*where, self._clock)
+        sock = _connect(*where, self._clock)
         try:
-            sock = _DeadlineSocket(raw, self._clock)
             if proxy is not None:
-                _tunnel(sock, target, proxy)
+                _tunnel(_DeadlineSocket(sock, self._clock), target, proxy)
             if target.tls is not None:
-                wrapped = target.tls.wrap_socket(
-                    raw, server_hostname=target.host.strip("[]"), do_handshake_on_connect=False
+                # From here the TLS socket owns the descriptor: it is the one to close.
+                sock = target.tls.wrap_socket(
+                    sock, server_hostname=target.host.strip("[]"), do_handshake_on_connect=False
                 )
-                sock = _DeadlineSocket(wrapped, self._clock)
-                sock.handshake()
+                _DeadlineSocket(sock, self._clock).handshake()
         except BaseException:
-            raw.close()
+            sock.close()
             raise
-        self.sock = sock
+        self.sock = _DeadlineSocket(sock, self._clock)
 
     def dropped(self) -> bool:
         """A kept-alive connection the server closed meanwhile (readable while idle)."""
@@ -302,6 +301,7 @@ class HttpClient:
             connection = self._connection = _Connection(self.target, self._clock)
         sent = False
         try:
+            self._clock.slice()  # a stop already requested: do not even connect
             if connection.sock is None:
                 connection.connect()
             sent = True
