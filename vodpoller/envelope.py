@@ -203,8 +203,7 @@ def read_answer(body: bytes) -> Answer:
 
 def _response(cursor: _Cursor) -> Answer:
     if cursor.peek() != "{":
-        value = cursor.value()
-        raise UnreadableError(f"Response is {_kind_or_malformed(value)}, not an object")
+        raise _not_a("Response", cursor.value(), "an object")
     fields: dict[str, Any] = {}
     event_set: tuple[Delivery, ...] | None = None
     for key in cursor.members():
@@ -229,8 +228,10 @@ def _response(cursor: _Cursor) -> Answer:
     )
 
 
-def _kind_or_malformed(value: Any) -> str:
-    return "not JSON" if isinstance(value, _Malformed) else kind(value)
+def _not_a(name: str, value: Any, wanted: str) -> UnreadableError:
+    if isinstance(value, _Malformed):
+        return UnreadableError(f"{name} is {value.reason}")
+    return UnreadableError(f"{name} is {kind(value)}, not {wanted}")
 
 
 def _event_set(cursor: _Cursor) -> tuple[Delivery, ...] | None:
@@ -238,7 +239,7 @@ def _event_set(cursor: _Cursor) -> tuple[Delivery, ...] | None:
         value = cursor.value()
         if value is None:
             return None
-        raise UnreadableError(f"EventSet is {_kind_or_malformed(value)}, not a list")
+        raise _not_a("EventSet", value, "a list")
     deliveries = []
     for start in cursor.elements():
         value = cursor.value()

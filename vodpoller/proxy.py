@@ -50,10 +50,11 @@ def from_environment(host: str, environ: Mapping[str, str] | None = None) -> Pro
 def _bypassed(host: str, no_proxy: str) -> bool:
     host = host.strip("[]").lower()
     for item in no_proxy.split(","):
-        entry = item.strip().lower()
+        entry = item.strip().lower().lstrip(".")
         if entry == "*":
             return True
-        entry = entry.lstrip(".").rsplit(":", 1)[0] if entry.count(":") == 1 else entry
+        if entry.count(":") == 1:  # host:port (an IPv6 address has more colons)
+            entry = entry.rsplit(":", 1)[0]
         if entry and (host == entry or host.endswith("." + entry)):
             return True
     return False
