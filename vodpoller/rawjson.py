@@ -74,21 +74,19 @@ _HUGE_INT_DECODER: Final = json.JSONDecoder(
 _WHITESPACE: Final = re.compile(r"[ \t\n\r]*")
 
 
-def depth(value: Any) -> int:
-    """How many objects and arrays nest at the deepest point (a scalar: 0, `{}`: 1);
-    iterative, so any depth is measured without recursion."""
+def depth(value: Any, *, beyond: int | None = None) -> int:
+    """How many objects and arrays nest at the deepest point (a scalar: 0, `{}`: 1), level by
+    level without recursion; with `beyond`, counting stops once past that many levels."""
+    level = [value] if isinstance(value, dict | list) else []
     deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        current, level = stack.pop()
-        if isinstance(current, dict):
-            children: Any = current.values()
-        elif isinstance(current, list):
-            children = current
-        else:
-            continue
-        deepest = max(deepest, level)
-        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    while level and (beyond is None or deepest <= beyond):
+        deepest += 1
+        below = []
+        for container in level:
+            for child in container.values() if isinstance(container, dict) else container:
+                if isinstance(child, dict | list):
+                    below.append(child)
+        level = below
     return deepest
 
 
@@ -109,7 +107,7 @@ def decode(text: str, start: int = 0, *, max_depth: int | None = None) -> tuple[
         value, end = _raw_decode(text, start)
     except RecursionError:
         raise TooDeepError("nested too deep to parse") from None
-    if max_depth is not None and depth(value) > max_depth:
+    if max_depth is not None and depth(value, beyond=max_depth) > max_depth:
         raise TooDeepError(f"nested more than {max_depth} levels deep")
     return value, end
 

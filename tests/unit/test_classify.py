@@ -125,7 +125,16 @@ def test_a_huge_or_multiline_message_is_one_short_line() -> None:
     text = str(error)
     assert text.startswith("PullEvents failed: InternalError: a b c a b c")
     assert text.endswith("… (RequestId r)")
-    assert len(text) <= classify.MAX_LINE
+    detail = text.removeprefix("PullEvents failed: InternalError: ").removesuffix(" (RequestId r)")
+    assert len(detail) == 160
+
+
+def test_no_line_is_longer_than_300_characters() -> None:
+    error = classify.exchange_error(
+        "PullEvents", ExchangeError("x" * 1000, kind=NETWORK, sent=True)
+    )
+    assert len(str(error)) == 300
+    assert str(error).endswith("x…")
 
 
 @given(st.text(), st.text(), st.one_of(st.none(), st.from_regex(r"[!-~]{1,128}", fullmatch=True)))

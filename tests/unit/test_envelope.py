@@ -48,9 +48,9 @@ def test_valid_utf8_beyond_ascii_is_no_problem() -> None:
 
 @pytest.mark.parametrize(
     ("levels", "problem"),
-    [(MAX_DEPTH - 1, None), (MAX_DEPTH, "nested more than 64 levels deep")],
+    [(MAX_DEPTH - 1, None), (MAX_DEPTH, "nested more than 30 levels deep")],
 )
-def test_an_entry_may_nest_64_levels_itself_included(levels: int, problem: str | None) -> None:
+def test_an_entry_may_nest_30_levels_itself_included(levels: int, problem: str | None) -> None:
     [delivery] = deliveries('{"EventHandle": "h", "D": ' + "[" * levels + "]" * levels + "}")
     assert delivery.problem == problem
     assert delivery.handle == "h"
@@ -82,7 +82,7 @@ def test_problems_are_reported_together() -> None:
     )
 
     assert delivery.problem == (
-        "the entry is not valid UTF-8; nested more than 64 levels deep; no EventHandle"
+        "the entry is not valid UTF-8; nested more than 30 levels deep; no EventHandle"
     )
     assert delivery.text.startswith('{"A": "\ufffd", "D": [[[')
 
@@ -91,7 +91,7 @@ def test_an_element_that_is_no_entry_at_all_is_a_bad_entry_not_a_bad_answer() ->
     entries = deliveries("[" * 3000 + "]" * 3000, '{"EventHandle": "h"}', '"unterminated')
 
     assert [(d.handle, d.problem) for d in entries] == [
-        (None, "nested more than 64 levels deep"),
+        (None, "nested more than 30 levels deep"),
         ("h", None),
         (None, "not valid JSON: Unterminated string starting at"),
     ]
@@ -146,7 +146,7 @@ def test_an_error_keeps_its_code_and_message_and_other_fields() -> None:
         (b"{1: 2}", "expected a key"),
         (
             b'{"Response": {"EventSet": ' + b'{"a":' * 3000 + b"1" + b"}" * 3000 + b"}}",
-            "EventSet is nested more than 64 levels deep",
+            "EventSet is nested more than 30 levels deep",
         ),
         (b'{"Response": {"EventSet": {"a": tru}}}', "EventSet is not valid JSON: Expecting"),
         (b'{"Response": nul}', "Response is not valid JSON: Expecting value"),
@@ -181,7 +181,7 @@ def test_a_deep_entry_handed_over_parsed_keeps_its_handle() -> None:
     delivery = delivery_of({"EventHandle": "h-deep", "D": deep})
 
     assert delivery.handle == "h-deep"
-    assert delivery.problem == "nested more than 64 levels deep"
+    assert delivery.problem == "nested more than 30 levels deep"
     assert delivery.text == "<an entry json cannot write: RecursionError>"
 
 

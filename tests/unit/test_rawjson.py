@@ -107,6 +107,8 @@ def test_depth_of_a_very_deep_value_is_measured_without_recursion() -> None:
     for _ in range(100_000):
         value = [value]
     assert rawjson.depth(value) == 100_001
+    assert rawjson.depth(value, beyond=64) == 65
+    assert rawjson.depth([[[]]], beyond=64) == 3
 
 
 def test_max_depth_is_the_deepest_allowed() -> None:
