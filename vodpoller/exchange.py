@@ -84,12 +84,10 @@ class _Clock:
     """The deadline and stop request of the exchange in progress."""
 
     def __init__(self) -> None:
-        self.seconds = 0.0
         self.deadline = 0.0
         self.stop: threading.Event | None = None
 
     def start(self, seconds: float, stop: threading.Event | None) -> None:
-        self.seconds = seconds
         self.deadline = time.monotonic() + seconds
         self.stop = stop
 
