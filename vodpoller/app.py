@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,14 +47,21 @@ def open_store(settings: Settings, *, run_migrations: bool) -> EventStore:
     return store
 
 
-def make_source(settings: Settings) -> VodEventSource:
+def make_source(settings: Settings, stop: threading.Event | None = None) -> VodEventSource:
     return VodEventSource(
-        settings.vod, resolve_credential(settings.vod), settings.poll.rate_limit_per_second
+        settings.vod,
+        resolve_credential(settings.vod),
+        settings.poll.rate_limit_per_second,
+        stop=stop,
     )
 
 
 def make_poller(
-    settings: Settings, source: EventSource, store: EventStore, holder: str | None = None
+    settings: Settings,
+    source: EventSource,
+    store: EventStore,
+    holder: str | None = None,
+    stop: threading.Event | None = None,
 ) -> Poller:
     return Poller(
         source,
@@ -62,6 +70,7 @@ def make_poller(
         confirm_budget_seconds=settings.poll.confirm_budget_seconds,
         holder=holder,
         rates=Rates.per_second(settings.poll.rate_limit_per_second),
+        stop=stop,
     )
 
 
@@ -87,13 +96,19 @@ class Components:
             self.registry.unregister()
         finally:
             self.store.dispose()
+            if isinstance(self.source, VodEventSource):
+                self.source.close()  # its kept-alive connections
 
 
 @contextlib.contextmanager
 def components(
     settings: Settings, *, run_migrations: bool = True, command: str = "once"
 ) -> Iterator[Components]:
-    source = make_source(settings)  # credentials first: no point touching the database without
+    # One stop for all: a stop request cuts a long poll short and ends the drains.
+    stop = threading.Event()
+    source = make_source(
+        settings, stop
+    )  # credentials first: no point touching the database without
     store = open_store(settings, run_migrations=run_migrations)
     try:
         registry = DaemonRegistry(
@@ -106,7 +121,7 @@ def components(
     except BaseException:
         store.dispose()
         raise
-    poller = make_poller(settings, source, store, holder=registry.daemon_id)
+    poller = make_poller(settings, source, store, holder=registry.daemon_id, stop=stop)
     built = Components(settings, store, source, poller, registry, Heartbeat(registry).start())
     try:
         yield built

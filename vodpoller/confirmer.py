@@ -25,15 +25,6 @@ log = get_logger(__name__)
 
 RETRY_FIRST_SECONDS: Final = 0.1
 RETRY_MAX_SECONDS: Final = 2.0
-# No answer, a gateway's answer, or one we could not read: the service may have done the work.
-_OUTCOME_UNKNOWN = frozenset({"ClientNetworkError", "ServerNetworkError", None})
-
-
-def is_ambiguous(error: TransientSourceError) -> bool:
-    """The call may have been applied although its answer said nothing (timeout, reset, 502).
-    An answer from the service itself (InternalError, throttling), or a connection that was
-    never made, means it was not."""
-    return error.code in _OUTCOME_UNKNOWN and not error.never_sent
 
 
 @dataclass(frozen=True)
@@ -151,7 +142,8 @@ class Confirmer:
                 )
                 return "refused"
             except TransientSourceError as error:
-                ambiguous = ambiguous or is_ambiguous(error)
+                # No answer, a gateway's, or one we could not read: it may have been applied.
+                ambiguous = ambiguous or (error.ambiguous and not error.never_sent)
                 if self.rate is not None and (error.code or "").startswith("RequestLimitExceeded"):
                     self.rate.throttled()
                 wait = random.uniform(0, min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2**attempt))

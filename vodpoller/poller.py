@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
 from vodpoller.confirmer import Confirmer
 from vodpoller.errors import TransientSourceError, describe
@@ -277,26 +277,21 @@ class Poller:
             return batch, waited
 
     def _hand_over(self, batch: Batch) -> Ticket:
-        """Parse the batch and give it to the store worker (which may make us wait)."""
-        events = [parse_entry(entry, batch.sub_app_id) for entry in batch.entries]
-        handles = [_raw_handle(entry) for entry in batch.entries]
-        ticket = Ticket(len(events))
-        sent_at = getattr(batch, "sent_at", batch.answered_at)
+        """Parse the batch and give it to the store worker (which may make us wait). The
+        handles go back to VOD exactly as received."""
+        good = [d for d in batch.deliveries if d.entry is not None and d.problem is None]
+        events = [parse_entry(d.entry, batch.sub_app_id) for d in good if d.entry is not None]
+        handles = [d.handle for d in good]
+        ticket = Ticket(len(batch.deliveries))
         self.storer.submit(
             StoreJob(
                 sub_app_id=batch.sub_app_id,
                 events=events,
                 handles=handles,
                 received_at=datetime.now(UTC),
-                deadline=sent_at + self.confirm_budget_seconds,
+                deadline=batch.sent_at + self.confirm_budget_seconds,
                 ticket=ticket,
                 request_id=batch.request_id,
             )
         )
         return ticket
-
-
-def _raw_handle(entry: dict[str, Any]) -> str | None:
-    """The handle exactly as received: VOD wants back the very bytes it sent."""
-    handle = entry.get("EventHandle")
-    return handle if isinstance(handle, str) and handle else None

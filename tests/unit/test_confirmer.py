@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import FakeClock
-from vodpoller.confirmer import Confirmer, ConfirmJob, is_ambiguous
+from vodpoller.confirmer import Confirmer, ConfirmJob
 from vodpoller.errors import FatalSourceError, SourceError, TransientSourceError
 from vodpoller.pacing import AdaptiveRate
 from vodpoller.source import HandlesRejectedError
@@ -158,7 +158,7 @@ def test_expired_handles_are_let_go_of_and_are_no_error() -> None:
 
 
 def test_a_lost_answer_then_refused_handles_means_the_first_try_went_through() -> None:
-    lost = transient("ClientNetworkError")  # the answer was lost: it may have been applied
+    lost = transient("ClientNetworkError", ambiguous=True)  # it may have been applied
     _, outcomes, _ = run([lost, rejected()])
     assert outcomes.done == [(3, 0, 0, None)]
 
@@ -167,7 +167,7 @@ def test_a_lost_answer_then_refused_handles_means_the_first_try_went_through() -
     "first",
     [
         transient("InternalError"),  # the service answered: not applied
-        transient("ClientNetworkError", never_sent=True),  # no connection made
+        transient("ClientNetworkError", never_sent=True, ambiguous=True),  # no connection
         transient("RequestLimitExceeded"),
     ],
     ids=["service-answered", "never-connected", "throttled"],
@@ -200,23 +200,6 @@ def test_a_job_of_no_or_more_than_sixteen_handles_is_refused(count: int) -> None
     with pytest.raises(ValueError, match="1 to 16 handles"):
         confirmer.submit(job)
     confirmer.close()
-
-
-@pytest.mark.parametrize(
-    ("error", "ambiguous"),
-    [
-        (transient("ClientNetworkError"), True),
-        (transient("ServerNetworkError"), True),
-        (TransientSourceError("unreadable"), True),
-        (transient("ClientNetworkError", never_sent=True), False),
-        (transient("InternalError"), False),
-        (transient("RequestLimitExceeded"), False),
-    ],
-)
-def test_only_a_request_that_may_have_reached_the_service_is_ambiguous(
-    error: TransientSourceError, ambiguous: bool
-) -> None:
-    assert is_ambiguous(error) is ambiguous
 
 
 def test_close_waits_for_every_job_and_jobs_run_in_parallel() -> None:
