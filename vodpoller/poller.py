@@ -31,6 +31,7 @@ PULL_ATTEMPTS: Final = 5
 PULL_RETRY_FIRST_SECONDS: Final = 0.2
 PULL_RETRY_MAX_SECONDS: Final = 5.0
 FLUSH_SECONDS: Final = 5.0
+PROGRESS_SECONDS: Final = 10.0  # a long drain says how it goes this often
 
 
 @dataclass
@@ -84,6 +85,9 @@ class _Drain:
         self.lock = threading.Lock()
         self.active = 0
         self.pulls = 0
+        self.pulled = 0
+        self.started = time.monotonic()
+        self.next_progress = self.started + PROGRESS_SECONDS
         self.tickets: list[Ticket] = []
         self.helpers: list[Future[None]] = []
         self.errors: list[BaseException] = []
@@ -157,7 +161,7 @@ class Poller:
         settled. Raises the first error (a pull that failed every try, a batch that did not
         commit) once all of it ended."""
         drain = _Drain(self.concurrency)
-        started = time.monotonic()
+        started = drain.started
         with drain.lock:
             drain.active = 1
         self._pull_loop(sub_app_id, drain)
@@ -215,6 +219,18 @@ class Poller:
                 ticket = self._hand_over(batch)
                 with drain.lock:
                     drain.tickets.append(ticket)
+                    drain.pulled += len(batch)
+                    report = time.monotonic() >= drain.next_progress
+                    if report:
+                        drain.next_progress += PROGRESS_SECONDS
+                if report:
+                    log.info(
+                        "draining",
+                        sub_app_id=sub_app_id,
+                        pulled=drain.pulled,
+                        pullers=drain.active,
+                        seconds=round(time.monotonic() - drain.started, 1),
+                    )
                 if len(batch) >= FULL_BATCH:
                     self._maybe_grow(sub_app_id, drain, waited)
                 else:

@@ -212,7 +212,9 @@ class VodEventSource:
                 request.header,
                 request.data.encode("utf-8"),
                 seconds=self._seconds,
-                stop=self._stop,
+                # A stop cuts a long poll short; a confirm goes on: what is stored must be
+                # confirmed on the way out (its own deadline still bounds it).
+                stop=None if action == "ConfirmEvents" else self._stop,
                 max_body=MAX_ANSWER_BYTES,
                 max_error_body=MAX_ERROR_BODY_BYTES,
             )

@@ -265,6 +265,18 @@ def test_a_stop_request_before_the_call_sends_nothing(closing: list[VodEventSour
     assert stand_in.connections == 0
 
 
+def test_a_confirm_still_goes_out_after_a_stop_request(closing: list[VodEventSource]) -> None:
+    """On the way out the daemon confirms what it stored: a stop cuts pulls, not confirms."""
+    stop = threading.Event()
+    stop.set()
+    with StandIn([answer(CONFIRMED)]) as stand_in:
+        source = make_source(stand_in.endpoint, stop=stop)
+        closing.append(source)
+        source.confirm(None, ["h-1"])
+
+    assert [r.json() for r in stand_in.requests] == [{"EventHandles": ["h-1"]}]
+
+
 def test_the_deadline_covers_a_stall_before_the_first_byte(
     closing: list[VodEventSource],
 ) -> None:
