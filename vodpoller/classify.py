@@ -183,3 +183,35 @@ def signing_error(action: str, code: str, message: str) -> SourceError:
     line = _line(action, f"could not sign the request: {code}: {one_line(message)}")
     kind = TransientSourceError if is_transient(code) else FatalSourceError
     return kind(line, code=code, never_sent=True)
+
+
+# What someone has to do about a fatal error, by code family (the first part of the code).
+_REMEDIES: Final = {
+    "AuthFailure": (
+        "check the credentials: TENCENTCLOUD_SECRET_ID/TENCENTCLOUD_SECRET_KEY, vod.secret_id/"
+        "vod.secret_key or the credential files (`vodpoller check` says which are used)"
+    ),
+    "UnauthorizedOperation": (
+        "grant the key's CAM user or role vod:PullEvents and vod:ConfirmEvents on these "
+        "applications"
+    ),
+    "FailedOperation": "activate VOD for this account (FailedOperation.InvalidVodUser)",
+    "ResourceNotFound": "activate VOD for this account (ResourceNotFound.ServiceNotExist)",
+    "InvalidAction": "vod.endpoint does not serve the VOD API: check it",
+    "NoSuchVersion": "vod.endpoint does not serve the VOD API: check it",
+    "UnsupportedRegion": "check vod.region",
+    "ServerNetworkError": "check vod.endpoint, vod.scheme and any proxy (HTTPS_PROXY)",
+}
+
+
+def remedy(error: SourceError) -> str:
+    """One line on what to fix for a fatal error."""
+    code = error.code or ""
+    if code.endswith(".SubAppId"):
+        return "check vod.sub_app_ids: VOD does not know one of them (or the account's default)"
+    family = code.split(".", 1)[0]
+    if family in _REMEDIES:
+        return _REMEDIES[family]
+    if error.status in _FATAL_STATUSES:
+        return _FATAL_STATUSES[error.status]
+    return "see the error; `vodpoller check` probes the configuration, credentials and API"

@@ -17,6 +17,7 @@ from typing import Final
 
 from vodpoller.errors import FatalSourceError, TransientSourceError, describe
 from vodpoller.logs import get_logger
+from vodpoller.metrics import Metrics
 from vodpoller.pacing import AdaptiveRate, Stopped
 from vodpoller.source import MAX_CONFIRM_HANDLES, EventSource, HandlesRejectedError
 from vodpoller.store import Release
@@ -38,6 +39,7 @@ class ConfirmJob:
     deadline: float  # monotonic: the pull's send time plus the budget
     # (confirmed, refused or expired, not sent, the fatal error that ended it or None)
     done: Callable[[int, int, int, BaseException | None], None]
+    sent_at: float | None = None  # monotonic: when the pull went out (for the metrics)
 
 
 Settle = Callable[[Sequence[int], Sequence[Release]], None]
@@ -56,8 +58,10 @@ class Confirmer:
         rate: AdaptiveRate | None = None,
         clock: Callable[[], float] = time.monotonic,
         pause: Callable[[float], None] = time.sleep,
+        metrics: Metrics | None = None,
     ):
         self.source = source
+        self.metrics = metrics or Metrics()
         self.settle = settle
         self.rate = rate
         self._clock = clock
@@ -87,18 +91,24 @@ class Confirmer:
         try:
             outcome = self._confirm(job)
         except FatalSourceError as error:
+            self.metrics.api_error("ConfirmEvents", error.code)
             # Credentials, permissions, a wrong SubAppId: the daemon must stop and say so.
             fatal, outcome = error, "refused"
         except BaseException as error:  # a bug: the rows are let go of, and it is logged
             log.critical("confirming failed unexpectedly", exc_info=error)
             fatal, outcome = error, "refused"
+        count = len(job.handles)
+        if outcome == "confirmed":
+            sent_at = job.sent_at if job.sent_at is not None else self._clock()
+            self.metrics.confirmed(job.sub_app_id, count, self._clock() - sent_at)
+        else:
+            self.metrics.confirm_expired(job.sub_app_id, count)
         try:
             if outcome == "confirmed":
                 self.settle(job.row_ids, ())
             else:
                 self.settle((), [Release(row_id, job.received_at) for row_id in job.row_ids])
         finally:
-            count = len(job.row_ids)
             job.done(
                 count if outcome == "confirmed" else 0,
                 count if outcome == "refused" else 0,
@@ -131,6 +141,7 @@ class Confirmer:
                     self.rate.acquire()
                 self.source.confirm(job.sub_app_id, list(job.handles))
             except HandlesRejectedError as error:
+                self.metrics.api_error("ConfirmEvents", error.code)
                 if ambiguous:
                     return "confirmed"  # an earlier try went through; its answer was lost
                 log.info(

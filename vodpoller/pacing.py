@@ -64,6 +64,20 @@ class AdaptiveRate:
         with self._lock:
             return self._rate
 
+    def set_max_rate(self, max_rate: float) -> None:
+        """A new ceiling (a reload): the rate in use never exceeds it; below it, it grows
+        back as usual."""
+        if max_rate <= 0:
+            raise ValueError(f"max_rate must be positive, not {max_rate}")
+        with self._lock:
+            now = self._clock()
+            self.max_rate = max_rate
+            if self._throttled_at is None:
+                self._set_rate(now, max_rate)
+            else:
+                self._w_max = min(self._w_max, max_rate)
+                self._set_rate(now, self._rate)
+
     def _capacity(self) -> float:
         return max(1.0, self._rate * BURST_SECONDS)
 

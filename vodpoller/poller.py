@@ -9,16 +9,17 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Final
 
 from vodpoller.confirmer import Confirmer
-from vodpoller.errors import TransientSourceError, describe
+from vodpoller.errors import SourceError, TransientSourceError, describe
 from vodpoller.events import parse_entry
 from vodpoller.logs import get_logger
+from vodpoller.metrics import Metrics
 from vodpoller.pacing import AdaptiveRate, PullerLimit, Stopped
 from vodpoller.source import Batch, EventSource
 from vodpoller.store import Release
@@ -27,6 +28,7 @@ from vodpoller.storer import StoreJob, Storer, Ticket, Writer
 log = get_logger(__name__)
 
 FULL_BATCH: Final = 16  # PullEvents answers at most 16 events: a full answer means more wait
+MAX_SENDERS: Final = 64  # the most pullers per application and confirm senders there can be
 PULL_ATTEMPTS: Final = 5
 PULL_RETRY_FIRST_SECONDS: Final = 0.2
 PULL_RETRY_MAX_SECONDS: Final = 5.0
@@ -108,6 +110,8 @@ class Poller:
         stop: threading.Event | None = None,
         holder: str | None = None,
         rates: Rates | None = None,
+        metrics: Metrics | None = None,
+        progressed: Callable[[int | None], None] | None = None,
     ):
         self.source = source
         self.store = store
@@ -116,13 +120,19 @@ class Poller:
         self.stopping = stop or threading.Event()
         self.holder = holder
         self.rates = rates or Rates.per_second(100.0)
+        self.metrics = metrics or Metrics()
+        # Told of every answer, empty ones included: the watchdog's sign of life.
+        self.progressed = progressed
         self.confirmer = Confirmer(
             source,
             self._settle,
-            senders=concurrency,
+            senders=MAX_SENDERS,
             rate=self.rates.confirm,
+            metrics=self.metrics,
         )
-        self.storer = Storer(store, self.confirmer, holder=holder, capacity=2 * concurrency)
+        self.storer = Storer(
+            store, self.confirmer, holder=holder, capacity=2 * MAX_SENDERS, metrics=self.metrics
+        )
         # Extra pullers, a pool per application so that a busy one never starves another.
         self._helpers: dict[int | None, ThreadPoolExecutor] = {}
         self._helpers_lock = threading.Lock()
@@ -136,8 +146,10 @@ class Poller:
         with self._helpers_lock:
             pool = self._helpers.get(sub_app_id)
             if pool is None:
+                # Threads start only when needed: the size allows a reload that raises
+                # `concurrency` without a restart.
                 pool = self._helpers[sub_app_id] = ThreadPoolExecutor(
-                    max_workers=max(1, self.concurrency - 1),
+                    max_workers=MAX_SENDERS,
                     thread_name_prefix=f"pull-{sub_app_id or 'default'}",
                 )
             return pool
@@ -269,9 +281,13 @@ class Poller:
                 waited = self.rates.pull.acquire(self.stopping)
             except Stopped:
                 return None
+            sent = time.monotonic()
             try:
                 batch = self.source.pull(sub_app_id)
-            except TransientSourceError as error:
+            except SourceError as error:
+                self.metrics.api_error("PullEvents", error.code)
+                if not isinstance(error, TransientSourceError):
+                    raise
                 if (error.code or "").startswith("RequestLimitExceeded"):
                     self.rates.pull.throttled()
                     drain.limit.throttled()
@@ -290,6 +306,9 @@ class Poller:
                     return None
                 continue
             self.rates.pull.succeeded()
+            self.metrics.pulled(sub_app_id, len(batch), time.monotonic() - sent)
+            if self.progressed is not None:
+                self.progressed(sub_app_id)
             return batch, waited
 
     def _hand_over(self, batch: Batch) -> Ticket:
@@ -301,6 +320,7 @@ class Poller:
         ticket = Ticket(len(batch.deliveries))
         self.storer.submit(
             StoreJob(
+                sent_at=batch.sent_at,
                 sub_app_id=batch.sub_app_id,
                 events=events,
                 handles=handles,

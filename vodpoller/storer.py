@@ -17,6 +17,7 @@ from vodpoller.confirmer import Confirmer, ConfirmJob
 from vodpoller.errors import StorageError, describe
 from vodpoller.events import Event
 from vodpoller.logs import get_logger
+from vodpoller.metrics import Metrics
 from vodpoller.source import MAX_CONFIRM_HANDLES
 from vodpoller.store import Answer, Release, SaveResult, SettleResult
 
@@ -100,7 +101,7 @@ class StoreJob:
     deadline: float  # monotonic: when its confirm budget ends
     ticket: Ticket
     request_id: str | None = None
-    started: float = field(default_factory=time.monotonic)
+    sent_at: float = field(default_factory=time.monotonic)  # when its pull went out
 
 
 class Storer:
@@ -114,8 +115,10 @@ class Storer:
         *,
         holder: str | None,
         capacity: int = 64,
+        metrics: Metrics | None = None,
     ):
         self.store = store
+        self.metrics = metrics or Metrics()
         self.confirmer = confirmer
         self.holder = holder
         self.capacity = capacity
@@ -229,6 +232,7 @@ class Storer:
                 holder=self.holder,
             )
         except StorageError as error:
+            self.metrics.storage_error()
             self._write_failed(jobs, confirmed, released, error)
             return
         except BaseException as error:  # a bug: fail these batches, keep going
@@ -237,6 +241,8 @@ class Storer:
             return
         self._failing_settles = 0
         for job, result in zip(jobs, results, strict=True):
+            if job.events:
+                self.metrics.stored(job.sub_app_id, result.stored, result.duplicates)
             self._confirm(job, result)
 
     def _write_failed(
@@ -304,5 +310,6 @@ class Storer:
                     received_at=job.received_at,
                     deadline=job.deadline,
                     done=job.ticket.confirm_ended,
+                    sent_at=job.sent_at,
                 )
             )

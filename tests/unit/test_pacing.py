@@ -210,3 +210,20 @@ def test_a_throttle_takes_a_tenth_and_at_least_one() -> None:
 def test_a_limit_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         PullerLimit(0)
+
+
+def test_a_new_ceiling_applies_at_once_and_caps_the_growth() -> None:
+    rate, clock, _ = bucket(100.0)
+    rate.set_max_rate(40.0)
+    assert rate.rate == 40.0
+    rate.set_max_rate(80.0)
+    assert rate.rate == 80.0  # never throttled: the ceiling is the rate
+
+    run_at(rate, clock, 80, 3)
+    rate.throttled()
+    rate.set_max_rate(30.0)
+    clock.advance(600)
+    rate.succeeded()
+    assert rate.rate == 30.0
+    with pytest.raises(ValueError, match="positive"):
+        rate.set_max_rate(0)
