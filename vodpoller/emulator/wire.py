@@ -113,7 +113,9 @@ def render(encoded: Encoded, shape: Shape = PLAIN, handle: str | None = None) ->
             added = b", ".join(_json(key) + b": null" for key in top_nulls)
             inner = inner + b", " + added if inner else added
     if handle is not None:
-        head = b'"EventHandle": ' + _json(handle)
+        # The queue's handles are hexadecimal: nothing to escape, no encoder call needed.
+        quoted = f'"{handle}"'.encode() if handle.isascii() and handle.isalnum() else _json(handle)
+        head = b'"EventHandle": ' + quoted
         inner = head + b", " + inner if inner else head
     return b"{" + inner + b"}"
 
