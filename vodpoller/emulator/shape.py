@@ -35,8 +35,8 @@ class Shape(BaseModel):
     @field_validator("null_keys", "payload_null_keys", mode="before")
     @classmethod
     def _a_list(cls, value: Any) -> Any:
-        # A JSON string is a sequence too: "Foo" would become the keys F, o, o.
-        if not isinstance(value, list):
+        # A string is a sequence too: "Foo" would become the keys F, o, o.
+        if not isinstance(value, list | tuple):
             raise ValueError("must be a list of key names")  # noqa: TRY004 (a user's value)
         return tuple(value)
 
