@@ -9,18 +9,17 @@ import collections
 import gzip
 import json
 import random
-import socket
 import threading
 import time
 import urllib.error
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import requests
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
-from tests.conftest import EmulatorFactory, make_vod_client, tc3_headers
+from tests.conftest import EmulatorFactory, make_vod_client
+from tests.rawhttp import Raw, exchange, signed_request
 from vodpoller.emulator.admin import EmulatorAdmin
 from vodpoller.emulator.answers import HUGE_BODY_BYTES, TRICKLE_TICK_SECONDS
 from vodpoller.emulator.faults import RATES, ActionFaults, Outcome, decide
@@ -29,60 +28,6 @@ from vodpoller.emulator.server import Emulator
 
 def upload(file_id: str) -> dict[str, Any]:
     return {"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": file_id}}
-
-
-@dataclass(frozen=True)
-class Raw:
-    """Everything the emulator sent on one connection until it closed it."""
-
-    status: int
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-    size: int  # bytes in all, head included
-    pieces: int  # how many reads it took
-    seconds: float  # from the request sent to the connection closed
-
-    @property
-    def document(self) -> Any:
-        return json.loads(self.body)
-
-
-def exchange(emulator: Emulator, request: bytes, *, timeout: float = 20) -> Raw:
-    """Send raw bytes, read until the emulator closes the connection."""
-    with socket.create_connection((emulator.host, emulator.port), timeout=timeout) as sock:
-        sock.sendall(request)
-        started = time.monotonic()
-        pieces: list[bytes] = []
-        while data := sock.recv(65536):
-            pieces.append(data)
-        seconds = time.monotonic() - started
-    received = b"".join(pieces)
-    head, _, body = received.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return Raw(int(status_line.split()[1]), headers, body, len(received), len(pieces), seconds)
-
-
-def signed_request(
-    emulator: Emulator, action: str, params: dict[str, Any], *, close: bool = False
-) -> bytes:
-    body = json.dumps(params).encode()
-    headers = tc3_headers(
-        emulator.options.secret_id,
-        emulator.options.secret_key,
-        host=emulator.endpoint,
-        body=body,
-        timestamp=int(time.time()),
-        action=action,
-    )
-    headers["Content-Length"] = str(len(body))
-    if close:
-        headers["Connection"] = "close"
-    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    return f"POST / HTTP/1.1\r\n{head}\r\n".encode() + body
 
 
 @pytest.fixture
@@ -235,7 +180,7 @@ def test_stall_longer_than_the_sdk_timeout_is_a_client_network_error(
         (200, "html", "text/html", lambda b: b"<h1>200 OK</h1>" in b),
     ],
 )
-def test_http_error_has_the_chosen_status_and_body_and_does_no_work(
+def test_http_error_has_the_chosen_status_and_body_and_does_no_work(  # noqa: PLR0917
     emulator: Emulator,
     leased_one: EmulatorAdmin,
     status: int,
@@ -301,9 +246,9 @@ def test_bad_broken_answer_plan_is_refused_naming_the_problem(
 
 
 def test_plan_at_its_limits_is_accepted(admin: EmulatorAdmin) -> None:
-    plan = {**{name: 0.125 for name in RATES}, "stall_ms": 600_000, "http_error_status": 200}
+    plan = {**dict.fromkeys(RATES, 0.125), "stall_ms": 600_000, "http_error_status": 200}
     shown = admin.set_faults({"PullEvents": plan})["Faults"]["PullEvents"]
-    assert {name: shown[name] for name in RATES} == {name: 0.125 for name in RATES}
+    assert {name: shown[name] for name in RATES} == dict.fromkeys(RATES, 0.125)
 
 
 def test_every_outcome_comes_at_its_configured_rate() -> None:

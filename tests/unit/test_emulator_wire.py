@@ -26,7 +26,7 @@ def shaped(entry: dict[str, Any], shape: Shape, handle: str | None) -> dict[str,
     result.update({k: v for k, v in entry.items() if k != "EventHandle"})
     key = wire.payload_key(entry)
     if key is not None:
-        result[key] = {**entry[key], **{k: None for k in shape.payload_nulls(tuple(entry[key]))}}
+        result[key] = {**entry[key], **dict.fromkeys(shape.payload_nulls(tuple(entry[key])))}
     for name in shape.top_level_nulls(tuple(result)):
         result[name] = None
     return result
@@ -79,7 +79,8 @@ def test_rendering_in_a_shape_adds_exactly_its_null_keys(
 def test_official_shape_has_every_payload_field_in_the_sdk_order() -> None:
     entry = {"EventType": "PullComplete", "PullCompleteEvent": {"TaskId": "t"}}
     rendered = json.loads(wire.render(wire.encode(entry), Shape(official=True), "h"))
-    assert set(OFFICIAL_FIELDS) == PAYLOAD_FIELDS and len(OFFICIAL_FIELDS) == 37
+    assert set(OFFICIAL_FIELDS) == PAYLOAD_FIELDS
+    assert len(OFFICIAL_FIELDS) == 37
     assert list(rendered) == ["EventHandle", "EventType", "PullCompleteEvent"] + [
         f for f in OFFICIAL_FIELDS if f != "PullCompleteEvent"
     ]
@@ -164,7 +165,7 @@ def test_an_entry_nested_deeper_than_the_encoder_goes_is_refused() -> None:
 
 
 def test_an_answer_with_rendered_entries_is_the_json_of_the_same_answer() -> None:
-    entries = [{"EventType": "A", "X": {"Y": 1}}, {"EventType": "B"}]
+    entries: list[dict[str, Any]] = [{"EventType": "A", "X": {"Y": 1}}, {"EventType": "B"}]
     rendered = [wire.render(wire.encode(e), handle=f"h{i}") for i, e in enumerate(entries)]
     expected = {
         "Response": {
