@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from vodpoller.emulator import push, wire
 from vodpoller.emulator.faults import FaultPlan
-from vodpoller.emulator.generate import generate
+from vodpoller.emulator.generate import generate_encoded
 from vodpoller.emulator.queue import AppId
 from vodpoller.emulator.shape import Shape
 
@@ -58,8 +58,7 @@ def generated(emulator: Emulator, _method: str, document: Any, _query: Query) ->
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise AdminError("count must be a non-negative integer")
     app = app_from(document.get("sub_app_id"))
-    entries = generate(count, emulator.random())
-    return {"Enqueued": emulator.queue.enqueue(app, [wire.encode(e) for e in entries])}
+    return {"Enqueued": emulator.queue.enqueue(app, generate_encoded(count, emulator.random()))}
 
 
 def stats(emulator: Emulator, _method: str, _document: Any, _query: Query) -> dict[str, Any]:
