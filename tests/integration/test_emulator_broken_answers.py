@@ -9,6 +9,7 @@ import collections
 import gzip
 import json
 import random
+import socket
 import threading
 import time
 import urllib.error
@@ -300,3 +301,19 @@ def test_request_head_with_a_folded_header_and_http_1_0_is_served_then_closed(
     raw = exchange(emulator, head)  # returns: HTTP/1.0 closes after the answer
     assert raw.status == 200
     assert raw.document["Queued"] == 0
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(emulator: Emulator) -> None:
+    body = b'{"EventType": "X"}'
+    with socket.create_connection((emulator.host, emulator.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /_emulator/events HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        )
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n")
+        sock.sendall(body)
+        answer = b""
+        while data := sock.recv(65536):
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert EmulatorAdmin(emulator.url).stats()["Queued"] == 1

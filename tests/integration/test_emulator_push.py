@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from vodpoller.emulator import push as push_module
 from vodpoller.emulator.admin import EmulatorAdmin
 from vodpoller.emulator.server import Emulator
 
@@ -261,3 +262,25 @@ def test_bad_push_request_is_refused_and_pushes_nothing(
     assert mentioned in refused(admin, document)
     assert callback.received == []
     assert counts(admin) == (1, 0, 0)
+
+
+def test_events_not_pushed_when_the_push_fails_unexpectedly_go_back_to_the_queue(
+    admin: EmulatorAdmin, callback: Callback, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = push_module.push
+    calls = 0
+
+    def failing_on_the_third(*args: Any, **kwargs: Any) -> push_module.Attempted:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("a bug in the push")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(push_module, "push", failing_on_the_third)
+    admin.enqueue([upload(str(i)) for i in range(5)])
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        admin.push(callback.url)
+    assert caught.value.code == 500
+    assert "failed unexpectedly" in json.loads(caught.value.read())["Error"]
+    assert counts(admin) == (3, 0, 2)  # none left leased until its lease runs out

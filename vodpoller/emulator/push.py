@@ -18,6 +18,9 @@ MAX_TIMEOUT_MS = 60_000
 MAX_ERROR_CHARS = 200
 
 
+Poster = Callable[["Target", bytes, float], int]
+
+
 @dataclass(frozen=True)
 class Target:
     """A checked callback URL: http only, with a host."""
@@ -93,7 +96,7 @@ def push(
     retries: int,
     timeout: float,
     stopping: threading.Event,
-    post: Callable[[Target, bytes, float], int] = post_once,
+    post: Poster = post_once,
 ) -> Attempted:
     """Push one event until it is answered 2xx, at most `retries` times more."""
     status: int | None = None
