@@ -159,12 +159,24 @@ def test_what_the_sdk_raises_for_a_broken_answer(
     assert counts(leased_one) == (0, 1, 0)
 
 
-def test_stall_longer_than_the_sdk_timeout_is_a_client_network_error(
+def test_stall_longer_than_the_sdk_read_timeout_escapes_as_a_connection_error(
     emulator: Emulator, leased_one: EmulatorAdmin
 ) -> None:
     leased_one.set_faults({"PullEvents": {"stall_rate": 1, "stall_ms": 5000}})
-    with pytest.raises((TencentCloudSDKException, requests.exceptions.ConnectionError)):
+    with pytest.raises(requests.exceptions.ConnectionError, match="Read timed out"):
         make_vod_client(emulator, timeout=1).call_json("PullEvents", {})
+
+
+def test_trickle_outlasts_the_sdk_read_timeout_without_tripping_it(
+    emulator: Emulator, leased_one: EmulatorAdmin
+) -> None:
+    """Each read gets a few bytes in time: the request as a whole is never cut off."""
+    leased_one.set_faults({"PullEvents": {"trickle_rate": 1, "trickle_bytes_per_second": 150}})
+    started = time.monotonic()
+    answer = make_vod_client(emulator, timeout=1).call_json("PullEvents", {})
+    assert time.monotonic() - started > 1.2  # longer than the read timeout
+    [event] = answer["Response"]["EventSet"]
+    assert event["FileUploadEvent"] == {"FileId": "1"}
 
 
 # -- HTTP errors --------------------------------------------------------------------------
