@@ -11,8 +11,13 @@ Two kinds of run, each printed as one line (`--json PATH` writes them all):
   ~30 connections open at once: the rate reached, the time each request took beyond the
   added latency (p50/p99), and the share of a core the emulator used.
 
+The clients are the real SDK (`sdk`), or signed requests over `http.client` (`raw`), which
+cost a tenth of the SDK's CPU, so that on a small machine the emulator, not its clients, is
+what is measured. Flat out runs with both, the ceiling with `--ceiling-client` (raw).
+
     .venv/bin/python -m bench.emulator_throughput [--events 20000] [--processes 2]
-        [--threads 8] [--latency-ms 30 150] [--seconds 10] [--json PATH]
+        [--threads 8] [--latency-ms 30 150] [--seconds 10] [--ceiling-client raw|sdk]
+        [--json PATH]
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -29,7 +35,9 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tencentcloud.common import credential
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
@@ -37,19 +45,79 @@ from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.vod.v20180717.vod_client import VodClient
 
+from vodpoller.emulator import signature
 from vodpoller.emulator.admin import EmulatorAdmin
+from vodpoller.emulator.api import API_VERSION
 from vodpoller.emulator.server import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY
 
 CEILING_PER_ACTION = 100  # requests per second per action, the real API's limit
 EVENTS_PER_PULL = 16
 
 
-def _client(endpoint: str) -> VodClient:
-    return VodClient(
-        credential.Credential(DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY),
-        "",
-        ClientProfile(httpProfile=HttpProfile(endpoint=endpoint, protocol="http", reqTimeout=10)),
-    )
+class _ResourceNotFoundError(Exception):
+    pass
+
+
+class _SdkClient:
+    def __init__(self, endpoint: str):
+        self._client = VodClient(
+            credential.Credential(DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY),
+            "",
+            ClientProfile(
+                httpProfile=HttpProfile(endpoint=endpoint, protocol="http", reqTimeout=10)
+            ),
+        )
+
+    def call(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            answer: dict[str, Any] = self._client.call_json(action, params)["Response"]
+        except TencentCloudSDKException as error:
+            if error.code == "ResourceNotFound":
+                raise _ResourceNotFoundError from None
+            raise
+        return answer
+
+
+class _RawClient:
+    """TC3-signed `POST /` over one keep-alive `http.client` connection."""
+
+    def __init__(self, endpoint: str):
+        host, _, port = endpoint.rpartition(":")
+        self._endpoint = endpoint
+        self._connection = http.client.HTTPConnection(host, int(port), timeout=10)
+
+    def call(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        body = json.dumps(params).encode()
+        timestamp = int(time.time())
+        date = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+        headers = {
+            "Content-Type": "application/json",
+            "Host": self._endpoint,
+            "X-TC-Action": action,
+            "X-TC-Timestamp": str(timestamp),
+            "X-TC-Version": API_VERSION,
+        }
+        request = signature.SignedRequest(
+            "POST", "/", "", {k.lower(): v for k, v in headers.items()}, body
+        )
+        canonical = signature.canonical_request(
+            request, ["content-type", "host"], lower_values=False
+        )
+        mac = signature.signature(DEFAULT_SECRET_KEY, date, str(timestamp), canonical)
+        headers["Authorization"] = (
+            f"{signature.ALGORITHM} Credential={DEFAULT_SECRET_ID}/{date}/vod/tc3_request, "
+            f"SignedHeaders=content-type;host, Signature={mac}"
+        )
+        self._connection.request("POST", "/", body, headers)
+        answer: dict[str, Any] = json.loads(self._connection.getresponse().read())["Response"]
+        if "Error" in answer:
+            if answer["Error"]["Code"] == "ResourceNotFound":
+                raise _ResourceNotFoundError
+            raise RuntimeError(answer["Error"])
+        return answer
+
+
+_CLIENTS: dict[str, type[_SdkClient] | type[_RawClient]] = {"sdk": _SdkClient, "raw": _RawClient}
 
 
 @dataclass(frozen=True)
@@ -117,7 +185,9 @@ class _WorkerResult:
     durations: list[float]
 
 
-def _drive(endpoint: str, threads: int, rate_per_action: float, seconds: float) -> _WorkerResult:
+def _drive(
+    endpoint: str, client_kind: str, threads: int, rate_per_action: float, seconds: float
+) -> _WorkerResult:
     """One worker process: `threads` pull/confirm loops until the queue is empty or `seconds`
     pass, sharing this process's share of the rate."""
     pulls, confirms = _Pacer(rate_per_action), _Pacer(rate_per_action)
@@ -126,24 +196,22 @@ def _drive(endpoint: str, threads: int, rate_per_action: float, seconds: float) 
     result = _WorkerResult(0, 0, [])
 
     def loop() -> None:
-        client = _client(endpoint)  # one per thread: the SDK client is not thread-safe
+        client = _CLIENTS[client_kind](endpoint)  # one per thread: the SDK's is not thread-safe
         durations: list[float] = []
         events = 0
         while time.monotonic() < deadline:
             pulls.wait()
             started = time.perf_counter()
             try:
-                answer = client.call_json("PullEvents", {})
-            except TencentCloudSDKException as error:
-                if error.code == "ResourceNotFound":
-                    break
-                raise
+                answer = client.call("PullEvents", {})
+            except _ResourceNotFoundError:
+                break
             durations.append(time.perf_counter() - started)
-            handles = [entry["EventHandle"] for entry in answer["Response"]["EventSet"]]
+            handles = [entry["EventHandle"] for entry in answer["EventSet"]]
             events += len(handles)
             confirms.wait()
             started = time.perf_counter()
-            client.call_json("ConfirmEvents", {"EventHandles": handles})
+            client.call("ConfirmEvents", {"EventHandles": handles})
             durations.append(time.perf_counter() - started)
         with lock:
             result.requests += len(durations)
@@ -161,6 +229,7 @@ def _drive(endpoint: str, threads: int, rate_per_action: float, seconds: float) 
 @dataclass(frozen=True)
 class Figures:
     run: str
+    client: str
     latency_ms: float
     connections: int
     seconds: float
@@ -173,7 +242,8 @@ class Figures:
 
     def line(self) -> str:
         return (
-            f"{self.run:<9} latency={self.latency_ms:g}ms connections={self.connections} "
+            f"{self.run:<9} client={self.client} latency={self.latency_ms:g}ms "
+            f"connections={self.connections} "
             f"requests/s={self.requests_per_second:.0f} events/s={self.events_per_second:.0f} "
             f"overhead p50={self.overhead_ms_p50:.1f}ms p99={self.overhead_ms_p99:.1f}ms "
             f"emulator cpu/request={self.emulator_cpu_ms_per_request:.2f}ms "
@@ -189,6 +259,7 @@ def _percentile(values: Sequence[float], share: float) -> float:
 def measure(
     run: str,
     *,
+    client: str,
     latency_ms: float,
     events: int,
     processes: int,
@@ -204,7 +275,9 @@ def measure(
         cpu_before = _cpu_seconds(emulator.pid)
         started = time.perf_counter()
         futures = [
-            pool.submit(_drive, emulator.endpoint, threads, rate_per_action / processes, seconds)
+            pool.submit(
+                _drive, emulator.endpoint, client, threads, rate_per_action / processes, seconds
+            )
             for _ in range(processes)
         ]
         results = [future.result() for future in futures]
@@ -214,6 +287,7 @@ def measure(
     overheads = [d * 1000 - latency_ms for r in results for d in r.durations]
     return Figures(
         run=run,
+        client=client,
         latency_ms=latency_ms,
         connections=processes * threads,
         seconds=round(elapsed, 2),
@@ -235,22 +309,28 @@ def main() -> None:
         "--latency-ms", type=float, nargs="*", default=[30.0, 150.0], help="ceiling runs"
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="length of a ceiling run")
+    parser.add_argument(
+        "--ceiling-client", choices=sorted(_CLIENTS), default="raw", help="(%(default)s)"
+    )
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = parser.parse_args()
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
-    figures = [
-        measure(
-            "flat out",
-            latency_ms=0,
-            events=args.events,
-            processes=args.processes,
-            threads=args.threads,
-            rate_per_action=0,
-            seconds=600,
+    figures: list[Figures] = []
+    for client in ("sdk", "raw"):
+        figures.append(
+            measure(
+                "flat out",
+                client=client,
+                latency_ms=0,
+                events=args.events,
+                processes=args.processes,
+                threads=args.threads,
+                rate_per_action=0,
+                seconds=600,
+            )
         )
-    ]
-    print(figures[-1].line(), flush=True)
+        print(figures[-1].line(), flush=True)
     for latency_ms in args.latency_ms:
         # A pull/confirm cycle takes two latencies: enough threads for 100 cycles a second.
         cycles_in_flight = CEILING_PER_ACTION * 2 * latency_ms / 1000
@@ -258,6 +338,7 @@ def main() -> None:
         figures.append(
             measure(
                 "ceiling",
+                client=args.ceiling_client,
                 latency_ms=latency_ms,
                 events=int(CEILING_PER_ACTION * EVENTS_PER_PULL * (args.seconds + 2)),
                 processes=args.processes,
