@@ -195,11 +195,11 @@ class LeaseQueue:
         with self._changed:
             queue = self._app(app)
             self._expire(queue, self._clock())
-            returned = [
+            returned = sorted(  # oldest first, as expired ones
                 lease.event_id
                 for lease in (queue.leases.pop(handle, None) for handle in handles)
                 if lease is not None
-            ]
+            )
             queue.ready.extendleft(reversed(returned))
             if returned:
                 self._changed.notify_all()
