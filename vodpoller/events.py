@@ -5,12 +5,12 @@ Which row an event lands in (a new one, or the one it is a redelivery of) is `id
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from vodpoller import rawjson
 from vodpoller.eventtypes import PAYLOAD_FIELD_BY_TYPE
 
 # The typed columns are conveniences for queries; the whole entry is in `payload`. Values
@@ -73,8 +73,9 @@ def storable(value: Any) -> Any:
 
 
 def canonical_json(value: Any) -> str:
-    """Sorted keys, no spaces, non-ASCII kept: the same bytes for the same event, always."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Sorted keys, no spaces, non-ASCII kept, numbers as VOD wrote them when a float would
+    change them (rawjson): the same bytes for the same event, always."""
+    return rawjson.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def without_nulls(value: Any) -> Any:
