@@ -134,6 +134,13 @@ class SaveResult:
     row_ids: tuple[int | None, ...] = field(default=(), compare=False)
     refused: int = field(default=0, compare=False)
 
+    @property
+    def ids(self) -> tuple[int, ...]:
+        """The rows, when the database took every event (it refused none)."""
+        if self.refused or any(row_id is None for row_id in self.row_ids):
+            raise ValueError(f"the database refused {self.refused} of these events")
+        return tuple(row_id for row_id in self.row_ids if row_id is not None)
+
 
 @dataclass(frozen=True)
 class Release:
