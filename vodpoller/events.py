@@ -83,11 +83,58 @@ def without_nulls(value: Any) -> Any:
     every payload key of every type, null where it does not apply, so a release that adds a
     type adds a null key to every entry; absent and null mean the same thing. Nulls inside
     lists keep their place."""
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         return {key: without_nulls(item) for key, item in value.items() if item is not None}
     if isinstance(value, list):
         return [without_nulls(item) for item in value]
+    if isinstance(value, Mapping):
+        return without_nulls(dict(value))
     return value
+
+
+# A member whose value is null, in canonical JSON (compact, as `canonical_json` writes it): a
+# key string, then `:null`, then `,` or `}`. Inside a JSON string every `"` is escaped, so an
+# unescaped `"` right after `{` or `,` always starts a key.
+_KEY = r'"[^"\\]*(?:\\.[^"\\]*)*"'  # a JSON string, the loop unrolled (no backtracking)
+_NULL_MEMBER_AFTER_COMMA = re.compile(rf",{_KEY}:null(?=[,}}])")
+_NULL_MEMBER_FIRST = re.compile(rf"(?<=\{{){_KEY}:null(?:,|(?=\}}))")
+
+
+def strip_null_members(canonical: str) -> str:
+    """`canonical_json(without_nulls(v))` from `canonical_json(v)`, without another walk and
+    dump: the text with every null-valued member taken out."""
+    text = _NULL_MEMBER_AFTER_COMMA.sub("", canonical)
+    # A first member removed can make the next one first: repeat until none is left.
+    while True:
+        stripped = _NULL_MEMBER_FIRST.sub("", text)
+        if stripped == text:
+            return text
+        text = stripped
+
+
+def _keys(entry: Mapping[str, Any], sub_app_id: int | None) -> tuple[str, str, Mapping[str, Any]]:
+    """(content key, legacy key, the entry made storable): one canonical text per entry, and
+    no walk over it unless its text shows unstorable characters (the hot path: a backlog is
+    100 answers of 16 entries a second)."""
+    text = canonical_json(_body(entry))
+    try:
+        data = text.encode("utf-8")  # a lone surrogate cannot be encoded
+        clean = b"\\u0000" not in data
+    except UnicodeEncodeError:
+        clean = False
+    if not clean:
+        entry = storable(entry)
+        text = canonical_json(_body(entry))
+        data = text.encode("utf-8")
+    legacy = _sha256_hex_bytes(sub_app_id, data)
+    if b":null" not in data:
+        return legacy, legacy, entry
+    return _sha256_hex(sub_app_id, strip_null_members(text)), legacy, entry
+
+
+def _sha256_hex_bytes(sub_app_id: int | None, canonical: bytes) -> str:
+    prefix = b"" if sub_app_id is None else str(sub_app_id).encode()
+    return hashlib.sha256(prefix + b":" + canonical).hexdigest()
 
 
 def _sha256_hex(sub_app_id: int | None, canonical: str) -> str:
@@ -102,12 +149,12 @@ def _body(entry: Mapping[str, Any]) -> dict[str, Any]:
 def content_key(entry: Mapping[str, Any], sub_app_id: int | None) -> str:
     """SHA-256 hex over `<sub_app_id or empty>:` + the canonical entry without `EventHandle`
     and without null keys."""
-    return _sha256_hex(sub_app_id, canonical_json(without_nulls(_body(storable(entry)))))
+    return _keys(entry, sub_app_id)[0]
 
 
 def legacy_key(entry: Mapping[str, Any], sub_app_id: int | None) -> str:
     """The 0.1 dedup key: as `content_key`, but null keys included."""
-    return _sha256_hex(sub_app_id, canonical_json(_body(storable(entry))))
+    return _keys(entry, sub_app_id)[1]
 
 
 def find_payload(entry: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -163,13 +210,12 @@ def _first(*values: Any) -> Any:
 
 def parse_entry(entry: Mapping[str, Any], sub_app_id: int | None) -> Event:
     """Build the record for one entry of a `PullEvents` answer."""
-    entry = storable(entry)
+    content, legacy, entry = _keys(entry, sub_app_id)
     payload = find_payload(entry) or {}
     output = _object(payload.get("Output"))
-    body = _body(entry)  # `entry` is storable already
     return Event(
-        content_key=_sha256_hex(sub_app_id, canonical_json(without_nulls(body))),
-        legacy_key=_sha256_hex(sub_app_id, canonical_json(body)),
+        content_key=content,
+        legacy_key=legacy,
         sub_app_id=sub_app_id,
         event_type=_text(entry.get("EventType"), SHORT_TEXT) or "",
         event_handle=_text(entry.get("EventHandle"), LONG_TEXT) or "",
