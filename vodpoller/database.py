@@ -46,7 +46,7 @@ def make_engine(url: str | URL) -> Engine:
         parsed,
         pool_pre_ping=True,
         hide_parameters=True,
-        json_serializer=rawjson.dumps,
+        json_serializer=_json_dumps,
         json_deserializer=_json_loads,
         connect_args=_network_timeouts(backend, parsed),
     )
@@ -85,6 +85,19 @@ def safe_url(url: str | URL) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         return "<unparseable database URL>"
+
+
+class RawJSON:
+    """JSON text to store as it is (an entry as received), not written out again."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+def _json_dumps(value: Any) -> str:
+    return value.text if isinstance(value, RawJSON) else rawjson.dumps(value)
 
 
 def _json_loads(text: str | bytes) -> Any:

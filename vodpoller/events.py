@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from vodpoller import rawjson
@@ -59,6 +59,13 @@ class Event:
     file_url: str | None = None
     session_context: str | None = None
     session_id: str | None = None
+    # The entry's JSON exactly as received, when a database can hold it as it is: stored as
+    # the payload without writing `payload` out again.
+    payload_text: str | None = field(default=None, repr=False, compare=False)
+
+
+# NUL and lone surrogates written as escapes: PostgreSQL refuses them in JSON text.
+_ESCAPED_UNSTORABLE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 
 def storable(value: Any) -> Any:
@@ -208,9 +215,16 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v not in (None, "")), None)
 
 
-def parse_entry(entry: Mapping[str, Any], sub_app_id: int | None) -> Event:
-    """Build the record for one entry of a `PullEvents` answer."""
-    content, legacy, entry = _keys(entry, sub_app_id)
+def parse_entry(entry: Mapping[str, Any], sub_app_id: int | None, text: str | None = None) -> Event:
+    """Build the record for one entry of a `PullEvents` answer. `text`: the entry's JSON as
+    received, stored as the payload as it is when the database can hold it."""
+    content, legacy, clean = _keys(entry, sub_app_id)
+    raw = (
+        text
+        if text is not None and clean is entry and not _ESCAPED_UNSTORABLE.search(text)
+        else None
+    )
+    entry = clean
     payload = find_payload(entry) or {}
     output = _object(payload.get("Output"))
     return Event(
@@ -220,6 +234,7 @@ def parse_entry(entry: Mapping[str, Any], sub_app_id: int | None) -> Event:
         event_type=_text(entry.get("EventType"), SHORT_TEXT) or "",
         event_handle=_text(entry.get("EventHandle"), LONG_TEXT) or "",
         payload=dict(entry),
+        payload_text=raw,
         task_id=_text(payload.get("TaskId"), SHORT_TEXT),
         file_id=_text(_first(payload.get("FileId"), output.get("FileId")), SHORT_TEXT),
         status=_text(payload.get("Status"), SHORT_TEXT),

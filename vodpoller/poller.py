@@ -325,7 +325,7 @@ class Poller:
                 rejects.append(Reject(delivery.text, delivery.handle, reason))
                 continue
             try:
-                events.append(parse_entry(delivery.entry, batch.sub_app_id))
+                events.append(parse_entry(delivery.entry, batch.sub_app_id, delivery.text))
             except Exception as error:
                 log.error("an entry could not be parsed", exc_info=error)
                 reason = f"vodpoller could not parse it: {type(error).__name__}"

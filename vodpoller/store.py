@@ -29,6 +29,7 @@ from vodpoller.classify import one_line
 from vodpoller.daemons import dead_among
 from vodpoller.database import (
     RaceLost,
+    RawJSON,
     driver_message,
     is_unique_violation,
     is_value_error,
@@ -493,7 +494,7 @@ def _row(
         "event_type": event.event_type,
         "event_handle": event.event_handle,
         **{column: getattr(event, column) for column in PAYLOAD_COLUMNS},
-        "payload": event.payload,
+        "payload": event.payload if event.payload_text is None else RawJSON(event.payload_text),
         "received_at": received_at,
         "delivered_at": received_at,
         "confirmed_at": None,

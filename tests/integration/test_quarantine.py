@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy import text as text_
 
 from vodpoller import migrate, rawjson
 from vodpoller.database import writer
-from vodpoller.envelope import Delivery, delivery_of
+from vodpoller.envelope import Delivery, delivery_of, read_answer
 from vodpoller.poller import Poller, Rates
 from vodpoller.rawjson import RawNumber
 from vodpoller.schema import vod_rejects
@@ -168,3 +169,30 @@ def test_a_database_that_refuses_everything_confirms_nothing(store: EventStore) 
 
     # A lone entry refused is kept in vod_rejects, and confirmed: it never comes back.
     assert (result.stored, result.rejected, source.confirmed) == (0, 1, ["h1"])
+
+
+@pytest.mark.parametrize(
+    ("text", "as_received"),
+    [
+        ('{"EventType":"PullComplete","EventHandle":"h1","PullCompleteEvent":{"Size":1.50}}', True),
+        ('{"EventHandle":"h1","PullCompleteEvent":{"TaskId":"t\\u00e9"},"EventType":"X"}', True),
+        ('{"EventHandle":"h1","EventType":"X","X":{"TaskId":"nul\\u0000"}}', False),
+        ('{"EventHandle":"h1","EventType":"X","X":{"TaskId":"half \\ud83d"}}', False),
+    ],
+    ids=["number-as-written", "key-order-and-escapes", "escaped-nul", "escaped-half-emoji"],
+)
+def test_the_payload_is_the_entry_text_as_received_when_the_database_can_hold_it(
+    store: EventStore, text: str, as_received: bool
+) -> None:
+    body = '{"Response":{"EventSet":[' + text + '],"RequestId":"r"}}'
+    deliveries = read_answer(body.encode()).event_set or ()
+
+    result, source = drain(store, deliveries)
+
+    assert (result.stored, source.confirmed) == (1, ["h1"])
+    if store.engine.dialect.name != "sqlite":
+        return  # PostgreSQL's jsonb and MySQL's JSON keep values, not text
+    with store.engine.connect() as connection:
+        stored = connection.execute(text_("SELECT payload FROM vod_events")).scalar_one()
+    assert (stored == text) is as_received
+    assert "\\u0000" not in stored
