@@ -104,6 +104,8 @@ class Child:
     def _reaped(self, status: int, rusage: resource.struct_rusage) -> Exit:
         code = os.waitstatus_to_exitcode(status)
         self.process.returncode = code  # tells Popen it is reaped
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         self.exit = Exit(
             code, rusage.ru_utime + rusage.ru_stime, rusage.ru_maxrss / procfs.KIB_PER_MB
         )
