@@ -121,8 +121,9 @@ class Figure:
 
 
 def number(value: float) -> str:
-    """Three significant digits at most, thousands separated: 1,587 / 43.2 / 0.512."""
-    if value == 0 or abs(value) >= 100:
+    """Three significant digits at most, thousands separated: 1,587 / 43.2 / 0.512; a count
+    as a whole number."""
+    if isinstance(value, int) or value == 0 or abs(value) >= 100:
         return f"{value:,.0f}"
     if abs(value) >= 10:
         return f"{value:.1f}"

@@ -128,7 +128,16 @@ def test_figure_json_spells_the_target_and_verdict() -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(0, "0"), (1587.4, "1,587"), (100, "100"), (43.21, "43.2"), (4.126, "4.13"), (0.5123, "0.512")],
+    [
+        (0, "0"),
+        (1587.4, "1,587"),
+        (100, "100"),
+        (43.21, "43.2"),
+        (4.126, "4.13"),
+        (0.5123, "0.512"),
+        (7, "7"),  # a count
+        (7.0, "7.00"),
+    ],
 )
 def test_numbers_keep_three_significant_digits(value: float, text: str) -> None:
     assert number(value) == text
@@ -147,10 +156,13 @@ def test_table_names_each_phase_once_and_puts_each_target_beside_its_figure() ->
     assert lines[0].split() == ["phase", "figure", "value", "unit", "target"]
     assert set(lines[1]) == {"-"}
     assert lines[2].split() == [
-        *"vodpoller sqlite, 30 ms events/s 1,587".split(),
-        *"≥ 1,500 pass".split(),
+        *["vodpoller", "sqlite,", "30", "ms", "events/s", "1,587"],
+        *["≥", "1,500", "pass"],
     ]
     assert lines[3].split() == ["peak", "RSS", "61.0", "MB"]  # no phase again, no target
-    assert lines[4].split() == [*"idle, 60 s CPU share n/a % core ≤ 0.500 miss".split()]
+    assert lines[4].split() == [
+        *["idle,", "60", "s", "CPU", "share", "n/a", "%", "core"],
+        *["≤", "0.500", "miss"],
+    ]
     # Values are right-aligned in one column.
     assert lines[2].index("1,587") + len("1,587") == lines[3].index("61.0") + len("61.0")

@@ -132,9 +132,7 @@ def test_an_unfinished_drain_shows_its_problem_and_its_missing_rows() -> None:
 
 
 def test_idle_counts_pulls_per_long_poll_window_and_cpu_share() -> None:
-    idle = Idle(
-        seconds=60, pulls=10, cpu_seconds=0.12, rss_mb=85.0, peak_rss_mb=90.0, exit_code=0
-    )
+    idle = Idle(seconds=60, pulls=10, cpu_seconds=0.12, rss_mb=85.0, peak_rss_mb=90.0, exit_code=0)
     rows = by_name(figures(Results(idle=idle)), "idle")
 
     assert rows["PullEvents per 5 s window"].value == pytest.approx(10 / 12)
@@ -198,7 +196,7 @@ def test_stamped_events_are_distinct_and_carry_their_enqueue_time() -> None:
     "value",
     [
         "2026-12-01 16:31:02.250000",  # SQLite's text, naive UTC
-        datetime(2026, 12, 1, 16, 31, 2, 250000),  # naive UTC from a driver  # noqa: DTZ001
+        datetime(2026, 12, 1, 16, 31, 2, 250000),  # naive UTC from a driver
         datetime(2026, 12, 1, 17, 31, 2, 250000, tzinfo=timezone(timedelta(hours=1))),
     ],
 )
