@@ -5,10 +5,10 @@ when a measured process dies, and the hand loop draining through the SDK."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
-from bench import processes
 from bench.processes import Child, start_emulator, start_hand_loop
 from bench.watch import watch
 
@@ -46,7 +46,7 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) 
         [sys.executable, "-c", code],
         cpus=None,
         log=tmp_path / "s.log",
-        stdout=processes.subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     assert child.process.stdout is not None
     assert child.process.stdout.readline() == "up\n"

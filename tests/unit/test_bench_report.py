@@ -85,10 +85,12 @@ def test_the_ratio_to_the_hand_loop_has_the_target_of_its_latency() -> None:
     at_30 = by_name(rows, "vodpoller sqlite, 30 ms")["vs hand loop"]
     at_150 = by_name(rows, "vodpoller sqlite, 150 ms")["vs hand loop"]
     at_5 = by_name(rows, "vodpoller sqlite, 5 ms")["vs hand loop"]
-    assert (at_30.value, str(at_30.target), at_30.verdict) == (pytest.approx(8), "≥ 8.00", "pass")
+    assert at_30.value == pytest.approx(8)
+    assert (str(at_30.target), at_30.verdict) == ("≥ 8", "pass")
     assert at_150.value == pytest.approx(1500 / 51)
-    assert (str(at_150.target), at_150.verdict) == ("≥ 30.0", "miss")
-    assert (at_5.value, at_5.target) == (pytest.approx(4), None)
+    assert (str(at_150.target), at_150.verdict) == ("≥ 30", "miss")
+    assert at_5.value == pytest.approx(4)
+    assert at_5.target is None
     # The hand loop is the baseline: figures, no targets.
     hand = by_name(rows, "hand loop sqlite, 30 ms")
     assert hand["events/s"].value == 200
