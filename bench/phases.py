@@ -78,6 +78,7 @@ class Drain:
     cpu_total_seconds: float  # the measured processes over their whole life
     peak_rss_mb: float  # of each measured process tree, the largest
     emulator_cpu_seconds: float | None
+    others_cpu_seconds: float | None  # processes outside the benchmark, meanwhile
     rows: int | None
     exit_codes: list[int]
     timeline: list[int] = field(default_factory=list)  # confirms in each second
@@ -97,6 +98,13 @@ class Drain:
         if self.emulator_cpu_seconds is None or self.rate is None:
             return None
         return self.emulator_cpu_seconds / self.rate.seconds
+
+    @property
+    def others_cores(self) -> float | None:
+        """How many cores the machine's other processes kept busy meanwhile: the noise."""
+        if self.others_cpu_seconds is None or self.rate is None:
+            return None
+        return self.others_cpu_seconds / self.rate.seconds
 
     @property
     def throttled_share(self) -> float:
@@ -125,6 +133,8 @@ class Drain:
             "peak_rss_mb": self.peak_rss_mb,
             "emulator_cpu_seconds": self.emulator_cpu_seconds,
             "emulator_cpu_share": self.emulator_cpu_share,
+            "others_cpu_seconds": self.others_cpu_seconds,
+            "others_cores": self.others_cores,
             "rows": self.rows,
             "exit_codes": self.exit_codes,
             "timeline": self.timeline,
@@ -176,6 +186,7 @@ def _drained(
             max(peak, exit.max_rss_mb) for peak, exit in zip(peaks, exits, strict=True)
         ),
         emulator_cpu_seconds=seen.emulator_cpu,
+        others_cpu_seconds=seen.others_cpu,
         rows=None if url is None else count_rows(url),
         exit_codes=[exit.code for exit in exits],
         timeline=per_second(seen.ticks),

@@ -50,6 +50,25 @@ def status_kib(status: str, key: str) -> int:
     return 0
 
 
+def busy_ticks(stat: str) -> int:
+    """CPU ticks the whole machine spent busy (all CPUs, anything but idle and iowait), from
+    the text of /proc/stat."""
+    for line in stat.splitlines():
+        name, *values = line.split()
+        if name == "cpu":
+            # user nice system idle iowait irq softirq steal (guest is inside user already)
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, values[:8])
+            return user + nice + system + irq + softirq + steal
+    raise ValueError("no cpu line in /proc/stat")
+
+
+def others_busy_seconds() -> float:
+    """CPU seconds used so far on the machine by processes outside this one's tree; meaningful
+    as a difference between two moments: how much the neighbours ran meanwhile."""
+    machine = busy_ticks((PROC / "stat").read_text()) / CLOCK_TICKS
+    return machine - usage(os.getpid()).cpu_seconds
+
+
 def children(pid: int) -> list[int]:
     """The direct children of `pid`, whichever of its threads started them."""
     found: list[int] = []

@@ -42,6 +42,8 @@ LEGEND: Final = (
     "20 ms); wall s: from the start of the process to the last confirm.",
     "CPU: the measured process tree while events/s was measured (/proc utime+stime), per "
     "16-event batch; peak RSS: VmHWM. Throttled: RequestLimitExceeded answered by the emulator.",
+    "Other processes' CPU: the machine's busy time outside the benchmark's processes, meanwhile "
+    "(noise: the same cores).",
     "Targets are issue 10's; CPU per batch is its aim for the build (no target of its own).",
 )
 
@@ -134,6 +136,7 @@ def _drain_rows(phase: str, drain: Drain, targets: DrainTargets) -> list[Figure]
         Figure(phase, "CPU per batch", drain.cpu_ms_per_batch, "ms", targets.cpu_per_batch),
         Figure(phase, "peak RSS", drain.peak_rss_mb, "MB"),
         Figure(phase, "emulator CPU", None if emulator is None else emulator * 100, "% core"),
+        Figure(phase, "other processes' CPU", drain.others_cores, "cores"),
     ]
     if drain.completed or targets.wall is not None:
         rows.append(Figure(phase, "wall", drain.wall_seconds, "s", targets.wall))

@@ -1,6 +1,6 @@
 """Watching a drain from outside: the emulator's stats polled every 20 ms until the backlog is
-confirmed (or a window has passed), with the CPU of the measured processes and of the emulator
-taken when the first confirm is seen and at the end."""
+confirmed (or a window has passed), with the CPU of the measured processes, of the emulator and
+of the machine's other processes taken when the first confirm is seen and at the end."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from bench import procfs
 from bench.figures import Tick
 from bench.processes import Child, Emulator
 from bench.procfs import Usage
@@ -29,6 +30,8 @@ class Watched:
     measured_at_end: Usage = field(default_factory=Usage)
     emulator_at_first: Usage | None = None
     emulator_at_end: Usage = field(default_factory=Usage)
+    others_at_first: float | None = None  # procfs.others_busy_seconds()
+    others_at_end: float = 0.0
     problem: str | None = None
 
     @property
@@ -43,6 +46,13 @@ class Watched:
         if self.emulator_at_first is None:
             return None
         return self.emulator_at_end.cpu_seconds - self.emulator_at_first.cpu_seconds
+
+    @property
+    def others_cpu(self) -> float | None:
+        """CPU seconds of the processes outside the benchmark (the machine's neighbours)."""
+        if self.others_at_first is None:
+            return None
+        return max(0.0, self.others_at_end - self.others_at_first)
 
 
 def _usage(children: Sequence[Child]) -> Usage:
@@ -75,6 +85,7 @@ def watch(
         if first_at is None and confirmed > 0:
             seen.measured_at_first = _usage(measured)
             seen.emulator_at_first = emulator.child.usage()
+            seen.others_at_first = procfs.others_busy_seconds()
             first_at = now
         if until_confirmed is not None and confirmed >= until_confirmed:
             break
@@ -91,4 +102,5 @@ def watch(
         time.sleep(INTERVAL)
     seen.measured_at_end = _usage(measured)
     seen.emulator_at_end = emulator.child.usage()
+    seen.others_at_end = procfs.others_busy_seconds()
     return seen

@@ -30,6 +30,33 @@ def test_status_gives_the_named_kib_line_and_0_when_absent() -> None:
     assert procfs.status_kib("Name:\tzombie\nState:\tZ (zombie)\n", "VmRSS") == 0
 
 
+def test_busy_ticks_leave_out_idle_and_iowait() -> None:
+    stat = "cpu  100 5 20 9000 300 1 2 7 50 0\ncpu0 50 2 10 4500 150 0 1 3 25 0\nintr 1\n"
+
+    assert procfs.busy_ticks(stat) == 100 + 5 + 20 + 1 + 2 + 7
+
+
+def test_busy_ticks_need_the_cpu_line() -> None:
+    with pytest.raises(ValueError, match="no cpu line"):
+        procfs.busy_ticks("cpu0 1 2 3 4 5 6 7 8 9 10\n")
+
+
+def test_others_busy_seconds_leave_out_this_process_tree() -> None:
+    def machine() -> float:
+        return procfs.busy_ticks((procfs.PROC / "stat").read_text()) / procfs.CLOCK_TICKS
+
+    own_before = procfs.usage(os.getpid()).cpu_seconds
+    ours_before = machine() - procfs.others_busy_seconds()
+    sum(range(50_000_000))  # about a second of this process's CPU
+    ours_after = machine() - procfs.others_busy_seconds()
+    own_spent = procfs.usage(os.getpid()).cpu_seconds - own_before
+
+    # The machine's busy time less the neighbours' grew by what this process spent (to a few
+    # clock ticks), whatever the neighbours did meanwhile.
+    assert own_spent > 0.3
+    assert ours_after - ours_before == pytest.approx(own_spent, abs=0.1)
+
+
 def test_usage_converts_kib_to_mb() -> None:
     own = procfs.usage(os.getpid())
     status = (procfs.PROC / str(os.getpid()) / "status").read_text()

@@ -32,6 +32,7 @@ def drain(**fields: Any) -> Drain:
         "cpu_total_seconds": 8.0,
         "peak_rss_mb": 70.0,
         "emulator_cpu_seconds": 4.96,
+        "others_cpu_seconds": 6.2,
         "rows": 20_000,
         "exit_codes": [0],
     }
@@ -54,6 +55,7 @@ def test_a_drain_reports_rate_share_cpu_per_batch_and_emulator_share() -> None:
     assert rows["CPU per batch"].value == pytest.approx(5.0)
     assert rows["CPU per batch"].verdict == "pass"
     assert rows["emulator CPU"].value == pytest.approx(40)
+    assert rows["other processes' CPU"].value == pytest.approx(0.5)
     assert rows["wall"].value == 14.0
     # No hand loop in this run: the ratio is not measured, so its target is missed.
     assert rows["vs hand loop"].value is None
