@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from bench.databases import count_rows, database
 from bench.figures import Rate, confirm_rate, per_second
 from bench.processes import (
@@ -161,7 +163,8 @@ def _drained(
             window_seconds=window_seconds,
         )
     finally:
-        # Peak RSS from /proc before the stop: a tree's own children are not in wait4's figure.
+        # Peak RSS from /proc before the stop, summed over each tree (a daemon of several
+        # processes); wait4's figure is only the largest single process.
         peaks = [child.usage().peak_rss_mb for child in children]
         exits = [child.stop() for child in children]
     confirmed = int(seen.stats.get("Confirmed", 0))
@@ -187,10 +190,18 @@ def _drained(
         ),
         emulator_cpu_seconds=seen.emulator_cpu,
         others_cpu_seconds=seen.others_cpu,
-        rows=None if url is None else count_rows(url),
+        rows=None if url is None else _rows(url),
         exit_codes=[exit.code for exit in exits],
         timeline=per_second(seen.ticks),
     )
+
+
+def _rows(url: str) -> int | None:
+    """Rows stored; None when there is no table to count (a daemon that died at start)."""
+    try:
+        return count_rows(url)
+    except SQLAlchemyError:
+        return None
 
 
 def drain(lab: Lab, kind: str, latency_ms: float, backlog: int, daemons: int = 1) -> Drain:
