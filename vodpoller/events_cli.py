@@ -11,6 +11,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -25,6 +26,7 @@ from vodpoller.output import (
     write_stream,
 )
 from vodpoller.queries import EventFilter, EventQueries, parse_moment
+from vodpoller.retention import count_before, purge_before
 from vodpoller.signals import until_stopped
 from vodpoller.store import EventStore
 
@@ -106,6 +108,28 @@ def _output(path: str | None) -> Iterator[TextIO]:
             yield file
     except OSError as error:
         raise ConfigError(f"cannot write {path}: {error.strerror}") from None
+
+
+def _purge(args: argparse.Namespace) -> int:
+    before = parse_moment(args.before)
+    if before > datetime.now(UTC):
+        raise ConfigError(
+            f"--before {args.before} is in the future: that would remove the events being "
+            "stored now too"
+        )
+    when = before.isoformat(timespec="seconds")
+    with _queries(args) as queries:
+        if args.dry_run:
+            count = count_before(queries.engine, before)
+            print(f"would remove {count} event(s) received before {when}")
+            return 0
+        with until_stopped() as stopped:
+            count = purge_before(queries.engine, before, stop=stopped)
+        if stopped.is_set():
+            print(f"stopped early: removed {count} event(s) received before {when}")
+            return 1
+    print(f"removed {count} event(s) received before {when}")
+    return 0
 
 
 # Ids are given at INSERT but seen at COMMIT, and concurrent batches commit out of order:
@@ -217,3 +241,18 @@ def add_events_command(
         "--interval", type=float, default=1.0, metavar="SECONDS", help="(%(default)s)"
     )
     tail.set_defaults(handler=_tail)
+    purge = actions.add_parser(
+        "purge",
+        parents=[source],
+        help="remove the events received before a time, in small batches; print how many",
+    )
+    purge.add_argument(
+        "--before",
+        required=True,
+        metavar="WHEN",
+        help="ISO 8601 (UTC by default) or an age: 90d removes what is older than 90 days",
+    )
+    purge.add_argument(
+        "--dry-run", action="store_true", help="count what would be removed, remove nothing"
+    )
+    purge.set_defaults(handler=_purge)

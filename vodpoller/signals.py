@@ -59,3 +59,28 @@ def until_stopped() -> Iterator[threading.Event]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def on_reload(callback: Callable[[], None], *, install: bool = True) -> Iterator[None]:
+    """SIGHUP (`systemctl reload`) calls `callback` in a thread of its own: reading and
+    applying a file is no work for a signal handler. A reload asked for while one runs waits
+    for it. The previous handler comes back on exit; `install=False` (or any thread but the
+    main one) leaves the handlers alone."""
+    if not install or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    one_at_a_time = threading.Lock()
+
+    def reload() -> None:
+        with one_at_a_time:
+            callback()
+
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        threading.Thread(target=reload, name="reload", daemon=True).start()
+
+    previous = signal.signal(signal.SIGHUP, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
