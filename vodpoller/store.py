@@ -355,7 +355,11 @@ def _save(
         kept = [
             *answer.rejects,
             *(
-                Reject(rawjson.dumps(event.payload), event.event_handle or None, reason)
+                Reject(
+                    event.payload_text or rawjson.dumps(event.payload),
+                    event.event_handle or None,
+                    reason,
+                )
                 for event, reason in turned_away
             ),
         ]
