@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from vodpoller import __version__, app, logs
+from vodpoller import __version__, app, entry, logs
 from vodpoller.config import Settings, config_path, load_settings
 from vodpoller.errors import ConfigError, VodpollerError, describe
 from vodpoller.events_cli import add_events_command
@@ -280,10 +282,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+# The commands that install stop handlers of their own, taking over a signal that came while
+# the program was starting (entry.py).
+_STOPPABLE = frozenset({"run", "once"})
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    early_handlers: Mapping[Any, Any] | None = None,
+) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
+    if early_handlers is not None and args.command not in _STOPPABLE:
+        for signum, previous in early_handlers.items():
+            signal.signal(signum, previous)
+        if entry.early:
+            return EXIT_OK  # asked to stop before it began
     try:
         return handler(args)
     except ConfigError as error:

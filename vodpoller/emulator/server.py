@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import math
 import random
+import sys
 import threading
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
@@ -210,3 +211,9 @@ class EmulatorServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], emulator: Emulator):
         self.emulator = emulator
         super().__init__(address, Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-request (a killed daemon) is no emulator error."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
