@@ -39,15 +39,21 @@ class VodpollerProcess:
         *,
         name: str = "vodpoller",
         env: dict[str, str] | None = None,
+        pid_variable: str | None = None,
     ):
+        """`pid_variable`: set that variable to the process's own pid, as systemd sets
+        `WATCHDOG_PID` (a shell exports its pid, then becomes vodpoller with `exec`)."""
         environment = {k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)}
         environment.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
         environment.update(env or {})
         self.log = directory / f"{name}.log"
         self.out = directory / f"{name}.out"
+        argv = [sys.executable, "-m", "vodpoller", command, "--config", str(config)]
+        if pid_variable is not None:
+            argv = ["/bin/sh", "-c", f'export {pid_variable}=$$; exec "$@"', "sh", *argv]
         with self.log.open("w") as log, self.out.open("w") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "vodpoller", command, "--config", str(config)],
+                argv,
                 cwd=directory,
                 env=environment,
                 stdout=out,
