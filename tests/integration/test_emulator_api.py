@@ -808,3 +808,21 @@ def test_admin_request_with_bad_values_is_a_bad_request(
     assert answer.status == 400
     assert answer.document["Error"]
     assert emulator.stats()["Queued"] == 0
+
+
+def test_a_stopped_emulator_answers_nothing_on_a_connection_kept_alive(
+    emulator_factory: EmulatorFactory,
+) -> None:
+    emulator = emulator_factory()
+    connection = http.client.HTTPConnection(emulator.host, emulator.port, timeout=10)
+    try:
+        connection.request("GET", "/_emulator/stats")
+        with connection.getresponse() as answer:
+            assert answer.status == 200
+            answer.read()
+        emulator.close()
+        connection.request("GET", "/_emulator/stats")
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+            connection.getresponse()
+    finally:
+        connection.close()
