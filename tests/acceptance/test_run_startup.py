@@ -90,21 +90,31 @@ def test_a_database_that_comes_back_is_used_and_ready_follows_it(
     blocker.write_text("not a directory")
     url = f"sqlite:///{blocker / 'events.db'}"
     config = emulator_config(tmp_path / "config.toml", emulator, url)
+    # Under a 2 s watchdog: the wait at start is longer than its window.
+    env = {"WATCHDOG_USEC": "2000000"}
     with (
         NotifySocket(tmp_path / "notify.sock") as manager,
-        VodpollerProcess("run", config, tmp_path, env={"NOTIFY_SOCKET": manager.address}) as daemon,
+        VodpollerProcess(
+            "run", config, tmp_path, env={"NOTIFY_SOCKET": manager.address, **env}
+        ) as daemon,
     ):
         daemon.wait_for_line(WAITING)
         manager.wait_for("EXTEND_TIMEOUT_USEC")
+        time.sleep(2.5)
+        before = [m for m in manager.drain() if "WATCHDOG" in m or "READY" in m]
         blocker.unlink()  # the database can be had now
         available = daemon.wait_for_line("database available", timeout=30)
         manager.wait_for("READY")
+        manager.wait_for("WATCHDOG")
         wait_until(lambda: _count(url) == 10, 30, "the 10 events stored")
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(20) == 0, daemon.text()[-3000:]
 
+    assert before == []  # neither ready nor watched while it waits
     assert available["attempts"] >= 1
     assert len(daemon.lines_of(WAITING)) == 1
+    # Watched from the start of the schedule, not from the start of the wait: no false alarm.
+    assert [line for line in daemon.lines() if line["level"] in ("error", "critical")] == []
 
 
 @pytest.fixture

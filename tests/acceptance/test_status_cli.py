@@ -7,7 +7,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from tests.acceptance.test_cli import _env
+from tests.acceptance.test_cli import vodpoller
 from tests.conftest import EmulatorFactory
 from tests.daemon_process import VodpollerProcess, wait_until
 from tests.helpers import emulator_config
@@ -27,18 +26,6 @@ from vodpoller.schema import vod_daemons, vod_events
 from vodpoller.store import EventStore
 
 pytestmark = pytest.mark.slow
-
-
-def vodpoller(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vodpoller", *args],
-        cwd=cwd,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def _records(url: str) -> list[DaemonRecord]:
