@@ -826,3 +826,25 @@ def test_a_stopped_emulator_answers_nothing_on_a_connection_kept_alive(
             connection.getresponse()
     finally:
         connection.close()
+
+
+def test_with_a_seed_each_action_meets_the_same_faults_whatever_comes_in_between() -> None:
+    quiet = Emulator(EmulatorOptions(port=0, seed=7))
+    busy = Emulator(EmulatorOptions(port=0, seed=7))
+    try:
+        alone = [quiet.random("ConfirmEvents").random() for _ in range(5)]
+        interleaved = []
+        for _ in range(5):
+            busy.random("PullEvents").random()  # pulls drawn between the confirms
+            interleaved.append(busy.random("ConfirmEvents").random())
+        other_seed = Emulator(EmulatorOptions(port=0, seed=8))
+        try:
+            different = [other_seed.random("ConfirmEvents").random() for _ in range(5)]
+        finally:
+            other_seed.close()
+    finally:
+        quiet.close()
+        busy.close()
+
+    assert interleaved == alone
+    assert different != alone

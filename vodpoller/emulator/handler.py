@@ -239,7 +239,7 @@ class Handler(BaseHTTPRequestHandler):
                     "Your current request times equals to `limit` ("
                     f"{emulator.options.rate_limit:g}/s) of the action `{action}`.",
                 )
-            outcome, injected = decide(faults, emulator.random())
+            outcome, injected = decide(faults, emulator.random(action))
             if injected is not None:
                 raise injected
             if outcome is Outcome.HTTP_ERROR:
