@@ -10,6 +10,7 @@ import signal
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, select, text
@@ -203,7 +204,7 @@ def test_sighup_applies_poll_and_logging_refuses_the_rest_and_survives_a_broken_
         applied = daemon.wait_for_line("reloaded")
         refused = daemon.wait_for_line("changes that need a restart were not applied")
 
-        def planned() -> list[dict[str, object]]:
+        def planned() -> list[dict[str, Any]]:
             return daemon.lines_of("next drain planned")
 
         wait_until(lambda: len(planned()) >= 3, 30, "three drains at the debug level")
