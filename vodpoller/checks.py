@@ -16,6 +16,7 @@ from vodpoller.config import Settings
 from vodpoller.database import safe_url
 from vodpoller.errors import VodpollerError, describe
 from vodpoller.source import VodEventSource, resolve_credential
+from vodpoller.status import polling, read_status
 from vodpoller.store import EventStore
 
 
@@ -63,6 +64,14 @@ def _last_event(store: EventStore) -> str:
     return f"received {_ago(latest)} ({latest.isoformat(timespec='seconds')})"
 
 
+def _daemons(store: EventStore) -> str:
+    report = read_status(store.engine)
+    verdict = polling(report.daemons, report.checked_at)
+    if not verdict.ok:
+        raise VodpollerError(verdict.detail)
+    return verdict.detail
+
+
 def _missing_sqlite_file(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
@@ -103,6 +112,7 @@ def run_checks(settings: Settings, source_path: str) -> Iterator[Probe]:
                 yield schema
             if schema is not None and schema.ok:
                 yield _probe("last event", lambda: _last_event(store))
+                yield _probe("daemons", lambda: _daemons(store))
         finally:
             store.dispose()
 

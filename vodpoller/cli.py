@@ -16,6 +16,7 @@ from vodpoller.config import Settings, config_path, load_settings
 from vodpoller.errors import ConfigError, VodpollerError, describe
 from vodpoller.events_cli import add_events_command
 from vodpoller.signals import on_stop, until_stopped
+from vodpoller.status_cli import add_status_command
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -278,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = _config_option()
     _add_daemon_commands(commands, config)
     add_events_command(commands, config)
+    add_status_command(commands, config)
     _add_emulator(commands)
     return parser
 

@@ -116,7 +116,14 @@ class _Daemon:
             lambda: app.make_source(settings), self.stop, "finding credentials"
         )
         watchdog = Watchdog.for_environment(self.notifier, applications)
-        progressed = None if watchdog is None else watchdog.progress.progressed
+
+        def pulled(app: int | None) -> None:
+            # Each answered pull: the heartbeat's last poll, and progress for the watchdog.
+            if self.service is not None:
+                self.service.figures.polled()
+            if watchdog is not None:
+                watchdog.progress.progressed(app)
+
         with (
             metrics.serving(settings.metrics, applications, backlog=source.backlog) as measured,
             app.components(
@@ -126,7 +133,7 @@ class _Daemon:
                 stop=self.stop,
                 source=source,
                 metrics=measured,
-                progressed=progressed,
+                progressed=pulled,
                 progress=self._progress,
                 waiting=self._waiting_for_database,
                 # Storing in a child process lets a backlog use two cores, not one.
@@ -134,10 +141,6 @@ class _Daemon:
             ) as built,
         ):
             days = settings.retention.days
-
-            def purge(stop: threading.Event) -> int:
-                return retention.purge_older_than(built.store.engine, days, stop=stop)
-
             service = Service(
                 built.poller,
                 applications,

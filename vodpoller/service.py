@@ -78,6 +78,13 @@ class Figures:
         self.last_error: str | None = None
         self.last_error_at: datetime | None = None
 
+    def polled(self) -> None:
+        """A `PullEvents` answered (an empty long poll too). Recorded as it happens, not when
+        the drain ends: a drain of a large backlog lasts minutes, and `check` would take a
+        daemon that is busy draining for one that stopped polling."""
+        with self._lock:
+            self.last_poll_at = datetime.now(UTC)
+
     def drained(self, result: DrainResult) -> None:
         with self._lock:
             self.total.add(result)
@@ -223,6 +230,7 @@ class Service:
                 streak.failures = 0
                 streak.kind = ""
         self._next_delay[app] = self._delay_after(streak)
+        log.debug("next drain planned", sub_app_id=app, in_seconds=self._next_delay[app])
         # A handled failure is progress too: the loop is alive and the next run is planned.
         if self.hooks.progressed is not None:
             self.hooks.progressed(app, self._next_delay[app])

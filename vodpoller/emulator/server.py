@@ -111,7 +111,7 @@ class Emulator:
         self.secrets = {self.options.secret_id: self.options.secret_key}
         self.limiter = RateLimiter(self.options.rate_limit)
         self.faults = FaultPlan()
-        self._rng = random.Random(self.options.seed)
+        self._streams: dict[str, random.Random] = {"": random.Random(self.options.seed)}
         self._rng_lock = threading.Lock()
         self._counts_lock = threading.Lock()
         self.requests: collections.Counter[str] = collections.Counter()
@@ -167,10 +167,16 @@ class Emulator:
     ) -> None:
         self.close()
 
-    def random(self) -> random.Random:
-        """A private generator: callers hold no lock, so each gets its own seeded child."""
+    def random(self, stream: str = "") -> random.Random:
+        """A private generator: callers hold no lock, so each gets its own seeded child. Each
+        `stream` (an action's faults) draws from a sequence of its own: with a seed, the n-th
+        request of an action meets the same fault whatever other requests came in between."""
         with self._rng_lock:
-            return random.Random(self._rng.getrandbits(64))
+            parent = self._streams.get(stream)
+            if parent is None:
+                seed = None if self.options.seed is None else f"{self.options.seed}:{stream}"
+                parent = self._streams[stream] = random.Random(seed)
+            return random.Random(parent.getrandbits(64))
 
     def count_request(self, action: str) -> None:
         with self._counts_lock:
