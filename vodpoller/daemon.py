@@ -173,7 +173,7 @@ class _Daemon:
                 progress=self._progress,
                 waiting=self._waiting_for_database,
                 # Storing in a child process lets a backlog use two cores, not one.
-                store_process=(os.cpu_count() or 1) > 1,
+                store_process=settings.poll.store_in_child and (os.cpu_count() or 1) > 1,
             ) as built,
         ):
             days = settings.retention.days

@@ -13,6 +13,7 @@ from vodpoller.config import Settings, load_settings
 
 # What the running daemon can take without a restart.
 LIVE_SECTIONS: Final = frozenset({"poll", "logging"})
+RESTART_KEYS: Final = frozenset({"poll.store_in_child"})  # decided once, at start
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,12 @@ def changes(old: Settings, new: Settings) -> Changes:
     differing = sorted(
         key for key in before.keys() | after.keys() if before.get(key) != after.get(key)
     )
-    live = [key for key in differing if key.split(".", 1)[0] in LIVE_SECTIONS]
-    rest = [key for key in differing if key.split(".", 1)[0] not in LIVE_SECTIONS]
+    live = [
+        key
+        for key in differing
+        if key.split(".", 1)[0] in LIVE_SECTIONS and key not in RESTART_KEYS
+    ]
+    rest = [key for key in differing if key not in live]
     return Changes(live, rest)
 
 
