@@ -40,6 +40,7 @@ class ConfirmJob:
     # (confirmed, refused or expired, not sent, the fatal error that ended it or None)
     done: Callable[[int, int, int, BaseException | None], None]
     sent_at: float | None = None  # monotonic: when the pull went out (for the metrics)
+    pulled_at: datetime | None = None  # the same in wall-clock time, as rows are stamped
 
 
 Settle = Callable[[Sequence[int], Sequence[Release]], None]
@@ -107,7 +108,10 @@ class Confirmer:
             if outcome == "confirmed":
                 self.settle(job.row_ids, ())
             else:
-                self.settle((), [Release(row_id, job.received_at) for row_id in job.row_ids])
+                self.settle(
+                    (),
+                    [Release(row_id, job.received_at, job.pulled_at) for row_id in job.row_ids],
+                )
         finally:
             job.done(
                 count if outcome == "confirmed" else 0,

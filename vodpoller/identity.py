@@ -140,17 +140,20 @@ def _redeliverable(row: StoredRow, holder: str | None, dead: Collection[str]) ->
 
 
 def fold_target(
-    released: StoredRow, answered_at: datetime, twins: Iterable[StoredRow]
+    released: StoredRow, pulled_at: datetime, answered_at: datetime, twins: Iterable[StoredRow]
 ) -> int | None:
     """The row a released one is the same event as: of the twins (same content) delivered
-    after the released delivery's answer, the first. None when there is none. A twin from the
-    same answer (same time) is a distinct event by VOD's rule, so it never counts."""
+    after the released delivery's pull went out (its lease began then; VOD gives the event
+    out again only once the lease ran out, so a copy delivered before belongs to another
+    event), the first. None when there is none. A twin of the same answer (same time as the
+    released delivery's answer) is a distinct event by VOD's rule, so it never counts."""
     later = [
         twin
         for twin in twins
         if twin.row_id != released.row_id
         and twin.content_key == released.content_key
-        and twin.delivered_at > answered_at
+        and twin.delivered_at > pulled_at
+        and twin.delivered_at != answered_at
     ]
     if not later:
         return None

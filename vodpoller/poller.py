@@ -336,6 +336,7 @@ class Poller:
         self.storer.submit(
             StoreJob(
                 sent_at=batch.sent_at,
+                answered_at=batch.answered_at,
                 sub_app_id=batch.sub_app_id,
                 events=events,
                 handles=handles,

@@ -159,10 +159,12 @@ class SaveResult:
 @dataclass(frozen=True)
 class Release:
     """A row whose latest delivery's confirm did not take effect; `received_at` is when that
-    delivery arrived (the `received_at` it was saved with)."""
+    delivery arrived (the `received_at` it was saved with), `pulled_at` when its pull went
+    out (the lease began then; None: take `received_at`)."""
 
     row_id: int
     received_at: datetime
+    pulled_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -582,7 +584,9 @@ def _release(connection: Connection, release: Release, holder: str | None) -> in
         )
     ]
     released = StoredRow(row.id, row.content_key, 0, False, None, _utc(release.received_at))
-    target = identity.fold_target(released, _utc(release.received_at), twins)
+    answered_at = _utc(release.received_at)
+    pulled_at = answered_at if release.pulled_at is None else _utc(release.pulled_at)
+    target = identity.fold_target(released, pulled_at, answered_at, twins)
     if target is None:
         return 0
     received = connection.execute(select(_c.received_at).where(_c.id == target)).scalar_one()

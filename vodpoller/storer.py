@@ -10,7 +10,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final, Protocol
 
 from vodpoller.confirmer import Confirmer, ConfirmJob
@@ -104,7 +104,13 @@ class StoreJob:
     ticket: Ticket
     request_id: str | None = None
     sent_at: float = field(default_factory=time.monotonic)  # when its pull went out
+    answered_at: float = field(default_factory=time.monotonic)  # when it was read
     rejects: list[Reject] = field(default_factory=list)  # entries that are no events
+
+    @property
+    def pulled_at(self) -> datetime:
+        """When the pull went out, in wall-clock time (`received_at` minus the time since)."""
+        return self.received_at - timedelta(seconds=max(0.0, self.answered_at - self.sent_at))
 
 
 class Storer:
@@ -290,7 +296,9 @@ class Storer:
         confirmed so that they do not come back, and have no row to settle."""
         paired = list(zip(job.handles, result.row_ids, strict=True))
         with_rows = [(h, row) for h, row in paired if h is not None and row is not None]
-        without = [Release(row, job.received_at) for h, row in paired if h is None and row]
+        without = [
+            Release(row, job.received_at, job.pulled_at) for h, row in paired if h is None and row
+        ]
         rejected = [h for h, row in paired if h is not None and row is None]
         rejected += [reject.handle for reject in job.rejects if reject.handle is not None]
         if without:
@@ -322,5 +330,6 @@ class Storer:
                     deadline=job.deadline,
                     done=job.ticket.confirm_ended,
                     sent_at=job.sent_at,
+                    pulled_at=job.pulled_at,
                 )
             )

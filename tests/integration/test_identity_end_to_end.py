@@ -104,3 +104,26 @@ def test_a_redelivery_after_a_lost_confirm_is_one_row_with_two_deliveries(
     assert all(row["confirmed_at"] is not None and row["held_by"] is None for row in rows)
     stats = admin.stats()
     assert (stats["Confirmed"], stats["Leased"], stats["Queued"]) == (2, 0, 0)
+
+
+def test_a_redelivery_in_the_shape_of_a_new_release_is_still_one_row(
+    emulator_factory: EmulatorFactory, build: Any
+) -> None:
+    emulator = emulator_factory(lease_seconds=1.0)
+    admin = EmulatorAdmin(emulator.url)
+    admin.enqueue([cast("Working"), cast("Stopped")], APP)
+    admin.set_faults({"ConfirmEvents": {"http_error_rate": 1.0}})
+    built = build(emulator, confirm_budget_seconds=0.3)
+    first = built.drain()
+    # VOD ships a release: every entry now lists every payload key, and a new one besides.
+    admin.set_shape(official=True, null_keys=["NewEventOfTheRelease"], payload_null_keys=["New"])
+    admin.set_faults({})
+    time.sleep(1.1)
+
+    again = built.drain()
+
+    assert (first.stored, again.stored, again.duplicates, again.confirmed) == (2, 0, 2, 2)
+    rows = built.store.rows()
+    assert [(row["status"], row["deliveries"]) for row in rows] == [("Working", 2), ("Stopped", 2)]
+    # Each row keeps the entry of its first delivery; the new shape changed no content key.
+    assert all("NewEventOfTheRelease" not in row["payload"] for row in rows)

@@ -152,33 +152,33 @@ def later(seconds: float) -> datetime:
 def test_a_released_row_folds_into_the_twin_delivered_after_its_answer() -> None:
     released = row(1)
     twins = [row(2, occurrence=1, at=later(31)), row(3, content="other", at=later(40))]
-    assert fold_target(released, T0, twins) == 2
+    assert fold_target(released, T0, T0, twins) == 2
 
 
 def test_a_twin_of_the_same_answer_is_another_event_and_never_a_target() -> None:
-    assert fold_target(row(1), T0, [row(2, occurrence=1, at=T0)]) is None
+    assert fold_target(row(1), T0, T0, [row(2, occurrence=1, at=T0)]) is None
 
 
 def test_a_twin_delivered_before_is_not_a_target() -> None:
-    assert fold_target(row(1), T0, [row(2, occurrence=1, at=later(-5))]) is None
+    assert fold_target(row(1), T0, T0, [row(2, occurrence=1, at=later(-5))]) is None
 
 
 def test_the_row_itself_is_not_its_own_twin() -> None:
-    assert fold_target(row(1), T0, [row(1, at=later(5))]) is None
+    assert fold_target(row(1), T0, T0, [row(1, at=later(5))]) is None
 
 
 def test_a_twin_of_another_content_is_not_a_target() -> None:
-    assert fold_target(row(1), T0, [row(2, content="x", at=later(5))]) is None
+    assert fold_target(row(1), T0, T0, [row(2, content="x", at=later(5))]) is None
 
 
 def test_of_several_later_twins_the_first_delivered_wins_then_the_lowest_id() -> None:
     twins = [row(4, at=later(9)), row(3, at=later(5)), row(2, at=later(5))]
-    assert fold_target(row(1), T0, twins) == 2
+    assert fold_target(row(1), T0, T0, twins) == 2
 
 
 def test_a_twin_confirmed_or_held_by_anyone_is_a_target_all_the_same() -> None:
     twins = [row(2, confirmed=True, held_by=OTHER, at=later(1))]
-    assert fold_target(row(1), T0, twins) == 2
+    assert fold_target(row(1), T0, T0, twins) == 2
 
 
 def test_the_highest_occurrence_given_counts_without_its_rows() -> None:
@@ -194,3 +194,20 @@ def test_the_highest_of_rows_and_given_wins() -> None:
     assert plan([[delivery(), delivery()]], rows, holder=ME, highest={"c": 3}) == [
         [Absorb(1, None), NewRow(8, sha("c#8"))]
     ]
+
+
+def test_a_twin_delivered_while_a_slow_answer_was_on_its_way_is_the_same_event() -> None:
+    """The pull went out at T0, its answer trickled in at T0+40 s: the lease ran out on the
+    way and VOD gave the event to another daemon at T0+31 s. That copy is the target."""
+    twins = [row(2, occurrence=1, at=later(31))]
+    assert fold_target(row(1), T0, later(40), twins) == 2
+
+
+def test_a_twin_delivered_before_the_pull_went_out_is_another_event() -> None:
+    twins = [row(2, occurrence=1, at=later(-1))]
+    assert fold_target(row(1), T0, later(40), twins) is None
+
+
+def test_a_twin_of_the_same_slow_answer_is_another_event() -> None:
+    twins = [row(2, occurrence=1, at=later(40))]
+    assert fold_target(row(1), T0, later(40), twins) is None

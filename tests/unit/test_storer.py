@@ -151,7 +151,7 @@ def test_rows_without_a_handle_are_let_go_of_and_the_rest_confirmed_sixteen_at_a
         h for h in handles if h is not None
     )
     released = [r for _, _, rel in writes.calls for r in rel]
-    assert released == [Release(6, RECEIVED)]  # the 6th row: no handle
+    assert released == [Release(6, RECEIVED, RECEIVED)]  # the 6th row: no handle
     assert (stored.ticket.confirmed, stored.ticket.refused) == (39, 0)
 
 
