@@ -17,7 +17,7 @@ else is a new event with the next occurrence number of that content.
 A delivery that arrives while the row it repeats is still held (the holder's lease ran out
 before it confirmed, so VOD delivered the event again) becomes a new row at first. The
 holder's confirm then fails, because the handle expired, and releasing the row folds it into
-the twin delivered after it (`fold_target`): one row again. If the two were in fact
+the twin delivered after its pull went out (`fold_target`): one row again. If the two were in fact
 distinct events, the released one is delivered again later (its confirm did not take
 effect) and becomes a row of its own then, so folding never loses an event.
 
