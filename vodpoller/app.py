@@ -24,7 +24,7 @@ from vodpoller.metrics import Metrics
 from vodpoller.poller import DrainResult, Poller, Rates
 from vodpoller.source import EventSource, VodEventSource, resolve_credential
 from vodpoller.store import EventStore
-from vodpoller.storeprocess import StoreProcess
+from vodpoller.storeprocess import OnDemand, StoreProcess
 from vodpoller.storer import Writer
 
 log = get_logger(__name__)
@@ -173,7 +173,7 @@ class Components:
     poller: Poller
     registry: DaemonRegistry
     heartbeat: Heartbeat
-    store_process: StoreProcess | None = None
+    store_process: OnDemand | None = None
 
     def drain(self) -> DrainResult:
         """Every configured application once, until a pull comes back empty."""
@@ -210,7 +210,7 @@ def components(
 ) -> Iterator[Components]:
     """Everything a drain needs, closed on the way out. With `stop`, a database that is down
     is waited for and a stop request cuts the start-up short (`Interrupted`). With
-    `store_process`, batches are written by a child process (storeprocess.py)."""
+    `store_process`, a backlog is written by a child process (storeprocess.OnDemand)."""
     # One stop for all: it ends the drains (and cuts the start-up short).
     stop = stop or threading.Event()
     if source is None:
@@ -237,21 +237,19 @@ def components(
     except BaseException:
         store.dispose()
         raise
-    try:
-        child = (
-            StoreProcess(
+    child = (
+        OnDemand(
+            store,
+            lambda: StoreProcess(
                 settings.database.url,
                 level=settings.logging.level,
                 fmt=settings.logging.format,
                 secrets=secrets_of(settings),
-            ).start()
-            if store_process
-            else None
+            ),
         )
-    except BaseException:
-        registry.unregister()
-        store.dispose()
-        raise
+        if store_process
+        else None
+    )
     poller = make_poller(
         settings,
         source,

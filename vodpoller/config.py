@@ -117,8 +117,8 @@ class PollSettings(_Section):
     # VOD refuses a handle 30 s after the pull answered: a longer budget would only waste calls.
     confirm_budget_seconds: float = Field(30.0, gt=0, le=30)
     max_backoff_seconds: float = Field(60.0, gt=0)
-    # `run` writes the database from a child process on a machine of two cores or more, so
-    # that storing and pulling do not share one interpreter lock (storeprocess.py).
+    # `run` writes a backlog from a child process on a machine of two cores or more, so that
+    # storing and pulling do not share one interpreter lock (storeprocess.OnDemand).
     store_in_child: bool = True
 
 

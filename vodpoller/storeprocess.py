@@ -10,7 +10,8 @@ import contextlib
 import multiprocessing
 import signal
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, Final
 
@@ -150,3 +151,113 @@ class StoreProcess:
                 with contextlib.suppress(OSError):
                     self._pipe.send(("close",))
             self._forget()
+
+
+class OnDemand:
+    """Writes in this process while the load is light, and from a `StoreProcess` while a
+    backlog keeps answers queueing for the store (`busy_answers` or more in one write). The
+    child takes a second or two to start (writes stay here meanwhile) and goes again once
+    `idle_seconds` pass without a busy write, so an idle daemon holds one process's memory,
+    not two."""
+
+    def __init__(
+        self,
+        local: EventStore,
+        make_child: Callable[[], StoreProcess],
+        *,
+        busy_answers: int = 2,
+        idle_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.local = local
+        self._make_child = make_child
+        self.busy_answers = busy_answers
+        self.idle_seconds = idle_seconds
+        self._clock = clock
+        self._child: StoreProcess | None = None
+        self._starting: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
+        self._last_busy = 0.0
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+
+    @property
+    def child_running(self) -> bool:
+        with self._lock:
+            return self._child is not None
+
+    def write(
+        self,
+        answers: Sequence[Answer],
+        confirmed: Sequence[int],
+        released: Sequence[Release],
+        *,
+        holder: str | None,
+    ) -> tuple[list[SaveResult], SettleResult]:
+        with self._lock:
+            busy = len(answers) >= self.busy_answers
+            if busy:
+                self._last_busy = self._clock()
+            child = self._child
+            if child is None and busy:
+                self._start_soon()
+            if child is not None:
+                # Under the lock: the watcher cannot close the child in the middle.
+                return child.write(answers, confirmed, released, holder=holder)
+        return self.local.write(answers, confirmed, released, holder=holder)
+
+    def _start_soon(self) -> None:
+        """Start the child in the background (called under the lock)."""
+        if self._starting is not None or self._closing.is_set():
+            return
+
+        def start() -> None:
+            child: StoreProcess | None
+            try:
+                child = self._make_child().start()
+            except StorageError as error:
+                log.warning("store process not started; storing here", error=describe(error))
+                child = None
+            with self._lock:
+                self._starting = None
+                if child is None:
+                    return
+                if self._closing.is_set():
+                    child.close()
+                    return
+                self._child = child
+                self._last_busy = self._clock()  # its idle spell starts now, not at the backlog
+                self._watcher = threading.Thread(
+                    target=self._watch, args=(child,), name="store-process-idle", daemon=True
+                )
+                self._watcher.start()
+
+        self._starting = threading.Thread(target=start, name="store-process-start", daemon=True)
+        self._starting.start()
+
+    def _watch(self, child: StoreProcess) -> None:
+        """Stop `child` after `idle_seconds` without a busy write (close() stops it sooner)."""
+        while True:
+            with self._lock:
+                left = self._last_busy + self.idle_seconds - self._clock()
+                if left <= 0:
+                    self._child = None
+                    break
+            if self._closing.wait(left):
+                return  # close() takes it from here
+        log.info("store process stopped: the load is light", idle_seconds=self.idle_seconds)
+        child.close()  # no write can be using it: they take it under the lock
+
+    def close(self) -> None:
+        """Stop the child, if any, after the write in flight."""
+        self._closing.set()
+        with self._lock:
+            starting, watcher = self._starting, self._watcher
+        if starting is not None:
+            starting.join()
+        if watcher is not None:
+            watcher.join()
+        with self._lock:
+            child, self._child = self._child, None
+        if child is not None:
+            child.close()

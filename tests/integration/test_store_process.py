@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -13,7 +14,7 @@ from tests.databases import EventFactory
 from vodpoller.errors import StorageError
 from vodpoller.migrate import upgrade
 from vodpoller.store import Answer, EventStore, Release
-from vodpoller.storeprocess import StoreProcess
+from vodpoller.storeprocess import START_SECONDS, OnDemand, StoreProcess
 
 
 @pytest.fixture
@@ -104,3 +105,44 @@ def test_a_database_the_child_cannot_open_is_said_at_the_first_write(
             process.write([Answer([event_factory()], datetime.now(UTC))], [], [], holder="me")
     finally:
         process.close()
+
+
+@pytest.mark.sqlite
+def test_on_demand_starts_the_child_for_a_backlog_and_stops_it_when_idle(
+    tmp_path: object, event_factory: EventFactory
+) -> None:
+    url = f"sqlite:///{tmp_path}/events.db"
+    upgrade(url)
+    store = EventStore.connect(url)
+    made: list[StoreProcess] = []
+
+    def make_child() -> StoreProcess:
+        made.append(StoreProcess(url, level="warning", fmt="console"))
+        return made[-1]
+
+    writer = OnDemand(store, make_child, idle_seconds=1.0)
+    at = datetime.now(UTC)
+    try:
+        writer.write([Answer([event_factory()], at)], [], [], holder="me")
+        assert not writer.child_running
+        writer.write(
+            [Answer([event_factory()], at), Answer([event_factory()], at)], [], [], holder="me"
+        )
+        deadline = time.monotonic() + START_SECONDS
+        while not writer.child_running:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        results, _ = writer.write([Answer([event_factory()], at)], [], [], holder="me")
+        assert results[0].stored == 1
+        process = made[0]._process
+        assert process is not None
+        assert process.is_alive()
+
+        process.join(10)  # the idle spell ends it
+        assert not process.is_alive()
+        assert not writer.child_running
+    finally:
+        writer.close()
+        store.dispose()
+    with EventStore.connect(url) as check:
+        assert check.count() == 4
