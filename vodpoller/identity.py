@@ -20,6 +20,9 @@ holder's confirm then fails, because the handle expired, and releasing the row f
 the twin delivered after its pull went out (`fold_target`): one row again. If the two were in fact
 distinct events, the released one is delivered again later (its confirm did not take
 effect) and becomes a row of its own then, so folding never loses an event.
+Storing such a twin locks the held row, and letting go of it locks it too: whichever of
+the two transactions comes second sees what the first wrote (the twin to fold into, or the
+row let go of, which then takes the redelivery), so the two cannot both miss each other.
 
 The one case that cannot be told apart: a daemon dies after VOD took its confirm and before
 the database recorded it; a later event identical to that one is then taken for its

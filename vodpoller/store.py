@@ -338,6 +338,7 @@ def _save(
                 absorbs.append((decision, event, answer.received_at))
             else:
                 new_rows.append((decision, event, answer.received_at))
+    _hold_still(connection, candidates, {e.content_key for _, e, _ in new_rows}, holder, dead)
     _absorb(connection, absorbs, holder)
     if careful:
         ids, refused = _insert_one_by_one(connection, new_rows, holder)
@@ -369,6 +370,41 @@ def _save(
         duplicates = len(decided) - stored - len(turned_away)
         results.append(SaveResult(stored, duplicates, row_ids, len(turned_away)))
     return results
+
+
+def _hold_still(
+    connection: Connection,
+    candidates: Sequence[StoredRow],
+    new_contents: Collection[str],
+    holder: str | None,
+    dead: Collection[str],
+) -> None:
+    """Lock the rows another living daemon held when the plan gave their content a new row,
+    and find them as the plan saw them. The holder may be letting go of one (its confirm
+    failed: our delivery is its redelivery): its release either came first, and the plan is
+    made again (RaceLost), or waits for this transaction and then folds its row into ours.
+    Without the lock, each would miss the other's write and both rows would stay."""
+    seen = {
+        row.row_id: row.held_by
+        for row in candidates
+        if row.content_key in new_contents
+        and not row.confirmed
+        and row.held_by not in (None, holder)
+        and row.held_by not in dead
+    }
+    if not seen:
+        return
+    now = {
+        row.id: row.held_by
+        for row in connection.execute(
+            select(_c.id, _c.held_by)
+            .where(_c.id.in_(sorted(seen)), _c.confirmed_at.is_(None))
+            .order_by(_c.id)
+            .with_for_update()
+        )
+    }
+    if now != seen:
+        raise RaceLost("a held row was let go of while a twin of it was being stored")
 
 
 def _same_content(
@@ -565,7 +601,9 @@ def _release(connection: Connection, release: Release, holder: str | None) -> in
             _c.deliveries,
             _c.received_at,
             _c.event_handle,
-        ).where(_c.id == release.row_id)
+        )
+        .where(_c.id == release.row_id)
+        .with_for_update(read=True)
     ).first()
     if row is None or row.confirmed_at is not None or row.held_by is not None:
         return 0  # folded into by someone, confirmed by another delivery, or taken again
@@ -580,7 +618,11 @@ def _release(connection: Connection, release: Release, holder: str | None) -> in
                 _c.held_by,
                 _c.received_at,
                 func.coalesce(_c.delivered_at, _c.received_at).label("at"),
-            ).where(_c.content_key == row.content_key, _c.id != row.id)
+            )
+            .where(_c.content_key == row.content_key, _c.id != row.id)
+            # A locking read sees what is committed now, also under InnoDB's REPEATABLE
+            # READ: a twin committed while this transaction waited for a row lock counts.
+            .with_for_update(read=True)
         )
     ]
     released = StoredRow(row.id, row.content_key, 0, False, None, _utc(release.received_at))

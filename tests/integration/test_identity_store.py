@@ -17,7 +17,7 @@ from vodpoller.daemons import DaemonRegistry, LocalHost
 from vodpoller.database import transaction, writer
 from vodpoller.events import Event, parse_entry
 from vodpoller.schema import vod_daemons
-from vodpoller.store import EventStore, Release, SaveResult
+from vodpoller.store import Answer, EventStore, Release, SaveResult, _save, _settle
 
 T0 = datetime(2026, 12, 1, 8, 0, 0, tzinfo=UTC)
 
@@ -263,6 +263,83 @@ def test_two_daemons_storing_one_new_event_at_once_end_with_one_row(
     assert row["deliveries"] == 2
     assert row["confirmed_at"] is not None
     assert row["held_by"] is None
+
+
+def in_background(work: Any) -> tuple[threading.Thread, list[Any]]:
+    """Start `work()` in a thread; the list gets its result (or the error it raised)."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as error:  # noqa: BLE001 - the test looks at it
+            outcome.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_twin_arriving_while_the_holder_lets_go_takes_the_released_row(
+    database_url: str, migrated_store: EventStore, event_factory: EventFactory
+) -> None:
+    """The holder's release is in flight (its transaction has let go of the row, not yet
+    committed) when another daemon stores the redelivery: the redelivery waits for the
+    release and then takes the row, rather than becoming a second one beside it."""
+    slow, fast = live_daemon(migrated_store), live_daemon(migrated_store)
+    first = event_factory()
+    (held,) = migrated_store.save([first], at(0), holder=slow).ids
+    other = EventStore.connect(database_url)
+    try:
+        with writer(migrated_store.engine).connect() as releasing:
+            releasing.begin()
+            _settle(releasing, [], [Release(held, at(0))], slow, at(40))
+            thread, outcome = in_background(
+                lambda: other.save([redelivered(first, "h-2")], at(31), holder=fast)
+            )
+            thread.join(0.5)
+            releasing.commit()
+        thread.join(60)
+    finally:
+        other.dispose()
+
+    assert outcome == [SaveResult(stored=0, duplicates=1, row_ids=(held,))]
+    (row,) = migrated_store.rows()
+    assert (row["held_by"], row["deliveries"]) == (fast, 2)
+
+
+def test_a_release_waiting_for_a_twin_being_stored_folds_into_it(
+    database_url: str, migrated_store: EventStore, event_factory: EventFactory
+) -> None:
+    """The other way round: the redelivery is being stored (not yet committed) when the
+    holder lets go. The release waits for it and folds its row into the twin, also when an
+    earlier release in the same transaction read the table before the twin was committed
+    (InnoDB's REPEATABLE READ would keep showing that older state to a plain read)."""
+    slow, fast = live_daemon(migrated_store), live_daemon(migrated_store)
+    lonely, first = event_factory(), event_factory()
+    alone, held = migrated_store.save([lonely, first], at(0), holder=slow).ids
+    other = EventStore.connect(database_url)
+    try:
+        with writer(other.engine).connect() as storing:
+            storing.begin()
+            (saved,) = _save(storing, [Answer([redelivered(first, "h-2")], at(31))], fast)
+            thread, outcome = in_background(
+                lambda: migrated_store.settle(
+                    released=[Release(alone, at(0)), Release(held, at(0))], holder=slow
+                )
+            )
+            thread.join(0.5)
+            storing.commit()
+        thread.join(60)
+        other.settle(saved.ids, holder=fast)
+    finally:
+        other.dispose()
+
+    assert [(result.released, result.folded) for result in outcome] == [(2, 1)]
+    twin = saved.ids[0]
+    assert [row["id"] for row in migrated_store.rows()] == [alone, twin]
+    row = migrated_store.rows()[1]
+    assert (row["deliveries"], row["confirmed_at"] is not None) == (2, True)
 
 
 def test_a_heartbeat_reaps_dead_daemons_and_lets_go_of_their_rows(
