@@ -12,8 +12,10 @@ from sqlalchemy.exc import ArgumentError
 
 from vodpoller import logs, migrate
 from vodpoller.config import Settings
+from vodpoller.errors import StorageError
 from vodpoller.poller import DrainResult, Poller
 from vodpoller.service import Service
+from vodpoller.signals import on_hangup
 from vodpoller.source import EventSource, VodEventSource, resolve_credential
 from vodpoller.store import EventStore
 
@@ -35,13 +37,18 @@ def configure_logging(settings: Settings) -> None:
 
 
 def open_store(settings: Settings, *, run_migrations: bool) -> EventStore:
-    store = EventStore.connect(settings.database.url)
-    if run_migrations:
+    if not run_migrations:
+        # Before anything is pulled: a schema the code does not expect would fail every batch.
         try:
-            migrate.upgrade(store.engine)
-        except BaseException:
-            store.dispose()
-            raise
+            return migrate.open_at_head(settings.database.url)
+        except StorageError as error:
+            raise StorageError("cannot start with --no-migrate") from error
+    store = EventStore.connect(settings.database.url)
+    try:
+        migrate.upgrade(store.engine)
+    except BaseException:
+        store.dispose()
+        raise
     return store
 
 
@@ -109,7 +116,8 @@ def run_once(settings: Settings, *, run_migrations: bool = True) -> DrainResult:
 
 
 def run_service(settings: Settings, *, run_migrations: bool = True) -> int:
-    with components(settings, run_migrations=run_migrations) as built:
+    # From the start, migrations included: a SIGHUP's default action would end the daemon.
+    with on_hangup(), components(settings, run_migrations=run_migrations) as built:
         service = Service(
             built.poller,
             settings.vod.applications,

@@ -3,6 +3,10 @@ with the real SDK over HTTP, then a table of what was stored."""
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import sys
 from pathlib import Path
 from typing import TextIO
 
@@ -12,7 +16,7 @@ from vodpoller import logs
 from vodpoller.app import components
 from vodpoller.config import DatabaseSettings, PollSettings, Settings, VodSettings
 from vodpoller.emulator.server import Emulator, EmulatorOptions
-from vodpoller.output import write_table
+from vodpoller.output import terminal_width, write_table
 
 DEMO_DATABASE = Path("vodpoller-demo.db")
 _EXAMPLE_QUERY = "SELECT event_type, task_id, status, deliveries FROM vod_events"
@@ -49,15 +53,27 @@ def run_demo(out: TextIO, database: Path = DEMO_DATABASE) -> int:
     print(f"Drained with the Tencent Cloud SDK over HTTP: {result.summary()}", file=out)
     print(f"Emulator after the drain: Queued={left['Queued']} Leased={left['Leased']}", file=out)
     print(file=out)
-    write_table(rows, _COLUMNS, out)
+    write_table(rows, _COLUMNS, out, terminal_width(out))
     print(file=out)
     print(
         f"{len(rows)} rows in {database} (table vod_events). Run the demo again: the same "
         "events are recognised, no row is added, `deliveries` goes up.",
         file=out,
     )
+    where = database.absolute()
+    url = shlex.quote(f"sqlite:///{where}")
     print("Query it:", file=out)
-    print(f"  .venv/bin/vodpoller events stats --database-url sqlite:///{database}", file=out)
-    print(f"  .venv/bin/vodpoller events show 1 --database-url sqlite:///{database}", file=out)
-    print(f'  sqlite3 {database} "{_EXAMPLE_QUERY}"', file=out)
+    print(f"  {running_command()} events stats --database-url {url}", file=out)
+    print(f"  {running_command()} events show 1 --database-url {url}", file=out)
+    print(f'  sqlite3 {shlex.quote(str(where))} "{_EXAMPLE_QUERY}"', file=out)
     return 0
+
+
+def running_command() -> str:
+    """How to start the vodpoller that runs now, wherever it is installed, for a shell."""
+    program = sys.argv[0]
+    if Path(program).name == "__main__.py":  # python -m vodpoller
+        return f"{shlex.quote(sys.executable)} -m vodpoller"
+    if os.sep not in program:
+        program = shutil.which(program) or program
+    return shlex.quote(os.path.abspath(program))

@@ -51,7 +51,7 @@ def describe(error: BaseException) -> str:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        text = str(current) or type(current).__name__
+        text = _one_line(str(current)) or type(current).__name__
         if not parts or text not in parts[-1]:
             parts.append(text)
         if isinstance(current, SourceError) and current.code:
@@ -60,3 +60,10 @@ def describe(error: BaseException) -> str:
             None if current.__suppress_context__ else current.__context__
         )
     return ": ".join(parts)
+
+
+def _one_line(text: str) -> str:
+    """A message without the SQL statement and the link SQLAlchemy append to a driver's error
+    (kilobytes per batch in a log line), on one line."""
+    text = text.split("\n[SQL: ", 1)[0].split("\n(Background on this error at:", 1)[0]
+    return " ".join(text.split())

@@ -1,6 +1,7 @@
-"""SIGTERM/SIGINT as context managers that restore the previous handlers: `on_stop` for the
-daemon (the first signal asks for a graceful stop, a second one exits at once) and
-`until_stopped` for commands that simply run until told to stop."""
+"""Signals as context managers that restore the previous handlers: `on_stop` for the daemon
+(the first SIGTERM/SIGINT asks for a graceful stop, a second one exits at once), `on_hangup`
+(SIGHUP, whose default action would kill it) and `until_stopped` for commands that simply run
+until told to stop."""
 
 from __future__ import annotations
 
@@ -43,6 +44,24 @@ def on_stop(callback: Callable[[], None], *, install: bool = True) -> Iterator[N
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def on_hangup(*, install: bool = True) -> Iterator[None]:
+    """SIGHUP (`systemctl reload`, `kill -HUP`) is logged and ignored until the configuration
+    can be reloaded. `install=False` (or any thread but the main one) leaves it alone."""
+    if not install or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        log.warning("SIGHUP: reload is not supported yet; ignored")
+
+    previous = signal.signal(signal.SIGHUP, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 @contextlib.contextmanager
