@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -287,6 +288,36 @@ def test_demo_stores_one_row_per_sample_type_and_prints_them(tmp_path: Path) -> 
             "SELECT count(DISTINCT event_type), count(*), min(deliveries) FROM vod_events"
         ).fetchone()
     assert types == (37, 37, 2)
+
+
+def test_demo_names_the_vodpoller_that_ran_it_and_its_hints_work(tmp_path: Path) -> None:
+    database = tmp_path / "vodpoller-demo.db"
+    script = Path(sys.executable).parent / "vodpoller"  # the console script of this install
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    as_module = vodpoller("demo", cwd=tmp_path)
+    as_script = subprocess.run(
+        [str(script), "demo"], cwd=tmp_path, env=_env(), capture_output=True, text=True, check=False
+    )
+
+    hints = [line.strip() for line in as_module.stdout.splitlines() if "--database-url" in line]
+    assert hints == [
+        f"{sys.executable} -m vodpoller events stats --database-url sqlite:///{database}",
+        f"{sys.executable} -m vodpoller events show 1 --database-url sqlite:///{database}",
+    ]
+    assert f"  {script} events stats --database-url sqlite:///{database}" in as_script.stdout
+    for hint in hints:  # from another directory too: the paths are absolute
+        followed = subprocess.run(
+            shlex.split(hint),
+            cwd=elsewhere,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert followed.returncode == 0, followed.stderr
+        assert "event_type" in followed.stdout
 
 
 def test_demo_and_the_emulator_never_go_through_an_http_proxy(tmp_path: Path) -> None:
