@@ -8,8 +8,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection
 
+from vodpoller.database import make_engine
 from vodpoller.schema import metadata
-from vodpoller.store import make_engine
 
 config = context.config
 if config.config_file_name is not None:

@@ -12,6 +12,7 @@ from sqlalchemy.exc import ArgumentError
 
 from vodpoller import logs, migrate
 from vodpoller.config import Settings
+from vodpoller.daemons import DaemonRegistry, Heartbeat
 from vodpoller.errors import StorageError
 from vodpoller.poller import DrainResult, Poller
 from vodpoller.service import Service
@@ -58,12 +59,15 @@ def make_source(settings: Settings) -> VodEventSource:
     )
 
 
-def make_poller(settings: Settings, source: EventSource, store: EventStore) -> Poller:
+def make_poller(
+    settings: Settings, source: EventSource, store: EventStore, holder: str | None = None
+) -> Poller:
     return Poller(
         source,
         store,
         concurrency=settings.poll.concurrency,
         confirm_budget_seconds=settings.poll.confirm_budget_seconds,
+        holder=holder,
     )
 
 
@@ -73,21 +77,43 @@ class Components:
     store: EventStore
     source: EventSource
     poller: Poller
+    registry: DaemonRegistry
+    heartbeat: Heartbeat
 
     def drain(self) -> DrainResult:
         """Every configured application once, until a pull comes back empty."""
         return drain_all(self.poller, self.settings.vod.applications)
 
     def close(self) -> None:
-        self.poller.close()
-        self.store.dispose()
+        self.heartbeat.stop()
+        try:
+            self.poller.close()
+            # Every row it held is settled by now; one it could not record stays held by a
+            # daemon no longer registered, which counts as dead: its events come back.
+            self.registry.unregister()
+        finally:
+            self.store.dispose()
 
 
 @contextlib.contextmanager
-def components(settings: Settings, *, run_migrations: bool = True) -> Iterator[Components]:
+def components(
+    settings: Settings, *, run_migrations: bool = True, command: str = "once"
+) -> Iterator[Components]:
     source = make_source(settings)  # credentials first: no point touching the database without
     store = open_store(settings, run_migrations=run_migrations)
-    built = Components(settings, store, source, make_poller(settings, source, store))
+    try:
+        registry = DaemonRegistry(
+            store.engine, command=command, applications=settings.vod.applications
+        )
+        registry.register()
+        # A predecessor that was killed left its row and the rows it held: let go of them
+        # before the first pull, so its events land in their rows when they come back.
+        registry.reap()
+    except BaseException:
+        store.dispose()
+        raise
+    poller = make_poller(settings, source, store, holder=registry.daemon_id)
+    built = Components(settings, store, source, poller, registry, Heartbeat(registry).start())
     try:
         yield built
     finally:
@@ -117,7 +143,7 @@ def run_once(settings: Settings, *, run_migrations: bool = True) -> DrainResult:
 
 def run_service(settings: Settings, *, run_migrations: bool = True) -> int:
     # From the start, migrations included: a SIGHUP's default action would end the daemon.
-    with on_hangup(), components(settings, run_migrations=run_migrations) as built:
+    with on_hangup(), components(settings, run_migrations=run_migrations, command="run") as built:
         service = Service(
             built.poller,
             settings.vod.applications,

@@ -15,9 +15,10 @@ from sqlalchemy import text
 
 from vodpoller import credentials, migrate
 from vodpoller.config import Settings, read_toml
+from vodpoller.database import safe_url, sqlite_path
 from vodpoller.errors import ConfigError, VodpollerError, describe
 from vodpoller.source import VodEventSource, resolve_credential
-from vodpoller.store import EventStore, safe_url, sqlite_path
+from vodpoller.store import EventStore
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """`vodpoller demo`: the emulator with a sample of every event type, drained into a SQLite file
-with the real SDK over HTTP, then a table of what was stored."""
+with the real SDK over HTTP while the emulator refuses some confirms; those events come back
+after their lease and land in their rows again. Then a table of what was stored."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import shlex
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -15,12 +17,18 @@ from pydantic import SecretStr
 from vodpoller import logs
 from vodpoller.app import components
 from vodpoller.config import DatabaseSettings, PollSettings, Settings, VodSettings
+from vodpoller.emulator.faults import FaultPlan
 from vodpoller.emulator.server import Emulator, EmulatorOptions
 from vodpoller.output import terminal_width, write_table
 
 DEMO_DATABASE = Path("vodpoller-demo.db")
 _EXAMPLE_QUERY = "SELECT event_type, task_id, status, deliveries FROM vod_events"
 _COLUMNS = ("id", "event_type", "task_id", "file_id", "status", "deliveries")
+LEASE_SECONDS = 1.0
+# A refused confirm (the answer VOD gives a handle older than 30 s): the event comes back.
+REFUSED_CONFIRMS = {"ConfirmEvents": {"error_rate": 0.4, "error_codes": ["InvalidParameterValue"]}}
+# One puller and a seeded emulator: the same confirms are refused on every run.
+SEED = 7
 
 
 def demo_settings(emulator: Emulator, database: Path) -> Settings:
@@ -31,38 +39,60 @@ def demo_settings(emulator: Emulator, database: Path) -> Settings:
             secret_id=SecretStr(emulator.options.secret_id),
             secret_key=SecretStr(emulator.options.secret_key),
         ),
-        poll=PollSettings(interval_seconds=0.0),
+        poll=PollSettings(interval_seconds=0.0, concurrency=1),
         database=DatabaseSettings(url=f"sqlite:///{database}"),
     )
 
 
+def _fresh(database: Path) -> None:
+    """Each run starts from an empty demo database: the story is the same every time."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+
+
 def run_demo(out: TextIO, database: Path = DEMO_DATABASE) -> int:
-    logs.configure("warning", "console")
-    options = EmulatorOptions(port=0, samples=True, long_poll_seconds=0.5)
+    logs.configure("error", "console")
+    _fresh(database)
+    options = EmulatorOptions(
+        port=0,
+        samples=True,
+        long_poll_seconds=0.5,
+        lease_seconds=LEASE_SECONDS,
+        max_events=8,
+        seed=SEED,
+    )
     with Emulator(options) as emulator:
         queued = emulator.stats()["Queued"]
         print(
             f"Emulator on {emulator.url} with {queued} sample events, one of every known type.",
             file=out,
         )
+        emulator.faults = FaultPlan.parse(REFUSED_CONFIRMS, actions=emulator.api.actions)
         settings = demo_settings(emulator, database)
-        with components(settings) as built:
-            result = built.drain()
+        with components(settings, command="demo") as built:
+            first = built.drain()
+            print(
+                f"Drained with the Tencent Cloud SDK over HTTP: {first.summary()}; the emulator "
+                f"refused {first.pulled - first.confirmed} confirm(s) on purpose.",
+                file=out,
+            )
+            emulator.faults = FaultPlan()
+            time.sleep(LEASE_SECONDS + 0.2)  # the refused events' leases run out: VOD resends
+            again = built.drain()
             rows = built.store.rows()
         left = emulator.stats()
-    print(f"Drained with the Tencent Cloud SDK over HTTP: {result.summary()}", file=out)
+    print(
+        f"Their leases ran out and they came back: {again.summary()} (a redelivery adds no "
+        "row, it counts in `deliveries`).",
+        file=out,
+    )
     print(f"Emulator after the drain: Queued={left['Queued']} Leased={left['Leased']}", file=out)
     print(file=out)
     write_table(rows, _COLUMNS, out, terminal_width(out))
     print(file=out)
-    print(
-        f"{len(rows)} rows in {database} (table vod_events). Run the demo again: the same "
-        "events are recognised, no row is added, `deliveries` goes up.",
-        file=out,
-    )
     where = database.absolute()
     url = shlex.quote(f"sqlite:///{where}")
-    print("Query it:", file=out)
+    print(f"{len(rows)} rows in {where} (table vod_events). Query it:", file=out)
     print(f"  {running_command()} events stats --database-url {url}", file=out)
     print(f"  {running_command()} events show 1 --database-url {url}", file=out)
     print(f'  sqlite3 {shlex.quote(str(where))} "{_EXAMPLE_QUERY}"', file=out)

@@ -1,5 +1,6 @@
-"""Pure: one `EventSet` entry -> an `Event` with the typed columns, the raw entry and the
-dedup key. Tolerant by design: unknown types, odd shapes and missing fields are kept."""
+"""Pure: one `EventSet` entry -> an `Event` with the typed columns, the raw entry and the keys
+of its content. Tolerant by design: unknown types, odd shapes and missing fields are kept.
+Which row an event lands in (a new one, or the one it is a redelivery of) is `identity.py`'s."""
 
 from __future__ import annotations
 
@@ -40,7 +41,12 @@ PAYLOAD_COLUMNS: Final = (
 
 @dataclass(frozen=True)
 class Event:
-    dedup_key: str
+    # What the event says, null keys aside: equal for a redelivery, and for another event that
+    # happens to say exactly the same thing (identity.py tells the two apart).
+    content_key: str
+    # The 0.1 recipe (null keys included): the dedup_key of the first row of some content, so
+    # that daemons of both versions recognise each other's rows during an upgrade.
+    legacy_key: str
     sub_app_id: int | None
     event_type: str
     event_handle: str
@@ -71,15 +77,36 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def dedup_key(entry: Mapping[str, Any], sub_app_id: int | None) -> str:
-    """SHA-256 hex over `<sub_app_id or empty>:` + the canonical entry without `EventHandle`."""
-    return _key_of_storable(storable(entry), sub_app_id)
+def without_nulls(value: Any) -> Any:
+    """The value with every object key whose value is null left out, at any depth: VOD lists
+    every payload key of every type, null where it does not apply, so a release that adds a
+    type adds a null key to every entry; absent and null mean the same thing. Nulls inside
+    lists keep their place."""
+    if isinstance(value, Mapping):
+        return {key: without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [without_nulls(item) for item in value]
+    return value
 
 
-def _key_of_storable(entry: Mapping[str, Any], sub_app_id: int | None) -> str:
-    body = {k: v for k, v in entry.items() if k != "EventHandle"}
+def _sha256_hex(sub_app_id: int | None, canonical: str) -> str:
     prefix = "" if sub_app_id is None else str(sub_app_id)
-    return hashlib.sha256(f"{prefix}:{canonical_json(body)}".encode()).hexdigest()
+    return hashlib.sha256(f"{prefix}:{canonical}".encode()).hexdigest()
+
+
+def _body(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in entry.items() if key != "EventHandle"}
+
+
+def content_key(entry: Mapping[str, Any], sub_app_id: int | None) -> str:
+    """SHA-256 hex over `<sub_app_id or empty>:` + the canonical entry without `EventHandle`
+    and without null keys."""
+    return _sha256_hex(sub_app_id, canonical_json(without_nulls(_body(storable(entry)))))
+
+
+def legacy_key(entry: Mapping[str, Any], sub_app_id: int | None) -> str:
+    """The 0.1 dedup key: as `content_key`, but null keys included."""
+    return _sha256_hex(sub_app_id, canonical_json(_body(storable(entry))))
 
 
 def find_payload(entry: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -138,8 +165,10 @@ def parse_entry(entry: Mapping[str, Any], sub_app_id: int | None) -> Event:
     entry = storable(entry)
     payload = find_payload(entry) or {}
     output = _object(payload.get("Output"))
+    body = _body(entry)  # `entry` is storable already
     return Event(
-        dedup_key=_key_of_storable(entry, sub_app_id),  # `entry` is storable already
+        content_key=_sha256_hex(sub_app_id, canonical_json(without_nulls(body))),
+        legacy_key=_sha256_hex(sub_app_id, canonical_json(body)),
         sub_app_id=sub_app_id,
         event_type=_text(entry.get("EventType"), SHORT_TEXT) or "",
         event_handle=_text(entry.get("EventHandle"), LONG_TEXT) or "",

@@ -20,8 +20,9 @@ from sqlalchemy import URL, Connection, Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from vodpoller.database import make_engine, safe_url, sqlite_path, writer
 from vodpoller.errors import StorageError
-from vodpoller.store import EventStore, make_engine, safe_url, sqlite_path, writer
+from vodpoller.store import EventStore
 
 
 def script_location() -> Path:

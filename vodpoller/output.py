@@ -30,6 +30,7 @@ WHOLE = frozenset(
     {
         "id",
         "dedup_key",
+        "content_key",
         "event_type",
         "task_id",
         "file_id",

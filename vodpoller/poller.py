@@ -7,9 +7,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, fields
-from datetime import datetime
-from typing import Protocol
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from tenacity import (
     RetryCallState,
@@ -24,6 +24,7 @@ from vodpoller.errors import StorageError, TransientSourceError, describe
 from vodpoller.events import Event, parse_entry
 from vodpoller.logs import get_logger
 from vodpoller.source import MAX_CONFIRM_HANDLES, Batch, EventSource, HandlesRejectedError
+from vodpoller.store import Release
 
 log = get_logger(__name__)
 
@@ -38,15 +39,49 @@ class SaveResultLike(Protocol):
     @property
     def duplicates(self) -> int: ...
 
+    @property
+    def row_ids(self) -> tuple[int, ...]: ...
+
 
 class EventSink(Protocol):
     """What the poller needs of the store."""
 
     def save(
-        self, events: Sequence[Event], received_at: datetime | None = None
+        self,
+        events: Sequence[Event],
+        received_at: datetime | None = None,
+        *,
+        holder: str | None = None,
     ) -> SaveResultLike: ...
 
-    def mark_confirmed(self, dedup_keys: Sequence[str], at: datetime | None = None) -> int: ...
+    def settle(
+        self,
+        confirmed: Sequence[int] = (),
+        released: Sequence[Release] = (),
+        *,
+        holder: str | None = None,
+        at: datetime | None = None,
+    ) -> Any: ...
+
+
+@dataclass
+class _Settlement:
+    """Confirm outcomes the database has yet to record."""
+
+    confirmed: list[int] = field(default_factory=list)
+    released: list[Release] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.confirmed or self.released)
+
+    def __len__(self) -> int:
+        return len(self.confirmed) + len(self.released)
+
+
+def _raw_handle(entry: dict[str, Any]) -> str | None:
+    """The handle exactly as received: VOD wants back the very bytes it sent."""
+    handle = entry.get("EventHandle")
+    return handle if isinstance(handle, str) and handle else None
 
 
 @dataclass
@@ -106,14 +141,17 @@ class Poller:
         concurrency: int = 4,
         confirm_budget_seconds: float = 30.0,
         stop: threading.Event | None = None,
+        holder: str | None = None,
     ):
         self.source = source
         self.store = store
         self.concurrency = concurrency
         self.confirm_budget_seconds = confirm_budget_seconds
         self.stopping = stop or threading.Event()
-        self._unmarked: list[str] = []  # confirmed, confirmed_at not yet recorded
-        self._unmarked_lock = threading.Lock()
+        # The daemon id the stored rows are held under until their confirm is settled.
+        self.holder = holder
+        self._unsettled = _Settlement()  # confirm outcomes not yet recorded
+        self._unsettled_lock = threading.Lock()
         # Extra pullers, a pool per application so that a busy one never starves another.
         self._helpers: dict[int | None, ThreadPoolExecutor] = {}
         self._helpers_lock = threading.Lock()
@@ -133,13 +171,14 @@ class Poller:
             pools = list(self._helpers.values())
         for pool in pools:
             pool.shutdown(wait=True)
-        if self._unmarked:
-            self._mark_confirmed([])  # a last try for confirmed_at marks still waiting
-        if self._unmarked:
+        if self._unsettled:
+            self._settle(_Settlement())  # a last try for outcomes still waiting
+        if self._unsettled:
             log.error(
-                "confirmed events left without confirmed_at",
-                count=len(self._unmarked),
-                dedup_keys=self._unmarked[:20],
+                "confirm outcomes left unrecorded",
+                confirmed=len(self._unsettled.confirmed),
+                released=len(self._unsettled.released),
+                row_ids=self._unsettled.confirmed[:20],
             )
 
     # -- one drain -----------------------------------------------------------------------
@@ -147,8 +186,8 @@ class Poller:
     def drain(self, sub_app_id: int | None) -> DrainResult:
         """Pull and handle batches until a pull comes back empty; extra workers join while
         answers come back full, up to `concurrency`. Raises the first worker's error."""
-        if self._unmarked:
-            self._mark_confirmed([])  # confirmed_at marks the database could not take before
+        if self._unsettled:
+            self._settle(_Settlement())  # outcomes the database could not take before
         total = DrainResult()
         lock = threading.Lock()
         failed = threading.Event()
@@ -221,24 +260,42 @@ class Poller:
     def handle(self, batch: Batch) -> DrainResult:
         """Store one batch in one transaction, then confirm its handles within the budget."""
         started = time.monotonic()
+        received_at = datetime.now(UTC)
         events = [parse_entry(entry, batch.sub_app_id) for entry in batch.entries]
-        saved = self.store.save(events)  # StorageError: nothing is confirmed, events come back
-        confirmable = [event for event in events if event.event_handle]
-        confirmed: list[str] = []
+        # StorageError: nothing is confirmed, the events come back.
+        saved = self.store.save(events, received_at, holder=self.holder)
+        handles = [_raw_handle(entry) for entry in batch.entries]
+        confirmable = [
+            (handle, row_id)
+            for handle, row_id in zip(handles, saved.row_ids, strict=True)
+            if handle is not None
+        ]
+        # Without a handle nothing can be confirmed: let go at once.
+        outcome = _Settlement(
+            released=[
+                Release(row_id, received_at)
+                for handle, row_id in zip(handles, saved.row_ids, strict=True)
+                if handle is None
+            ]
+        )
         try:
             for start in range(0, len(confirmable), MAX_CONFIRM_HANDLES):
                 chunk = confirmable[start : start + MAX_CONFIRM_HANDLES]
-                if self._confirm(batch, [event.event_handle for event in chunk]):
-                    confirmed.extend(event.dedup_key for event in chunk)
+                if self._confirm(batch, [handle for handle, _ in chunk]):
+                    outcome.confirmed.extend(row_id for _, row_id in chunk)
+                else:
+                    outcome.released.extend(Release(row_id, received_at) for _, row_id in chunk)
         finally:
-            if confirmed:  # even when a later chunk failed: these will not come back
-                self._mark_confirmed(confirmed)
+            # Even when a later chunk failed: what is settled is recorded.
+            if outcome:
+                self._settle(outcome)
+        confirmed = len(outcome.confirmed)
         result = DrainResult(
             pulled=len(events),
             stored=saved.stored,
             duplicates=saved.duplicates,
-            confirmed=len(confirmed),
-            unconfirmed=len(confirmable) - len(confirmed),
+            confirmed=confirmed,
+            unconfirmed=len(confirmable) - confirmed,
             pulls=1,
         )
         log.info(
@@ -253,21 +310,26 @@ class Poller:
         )
         return result
 
-    def _mark_confirmed(self, dedup_keys: list[str]) -> None:
-        """Record `confirmed_at`. These events will not come back, so when the database fails
-        right now the keys wait here and are recorded with a later batch."""
-        with self._unmarked_lock:
-            keys = self._unmarked + dedup_keys
-            self._unmarked = []
+    def _settle(self, outcome: _Settlement) -> None:
+        """Record confirm outcomes. Confirmed events will not come back, and released ones
+        must be let go of, so when the database fails right now they wait here and are
+        recorded with a later batch."""
+        with self._unsettled_lock:
+            waiting = self._unsettled
+            self._unsettled = _Settlement()
+        pending = _Settlement(
+            waiting.confirmed + outcome.confirmed, waiting.released + outcome.released
+        )
         try:
-            self.store.mark_confirmed(keys)
+            self.store.settle(pending.confirmed, pending.released, holder=self.holder)
         except StorageError as error:
-            with self._unmarked_lock:
-                self._unmarked.extend(keys)
-                waiting = len(self._unmarked)
+            with self._unsettled_lock:
+                self._unsettled.confirmed.extend(pending.confirmed)
+                self._unsettled.released.extend(pending.released)
+                count = len(self._unsettled)
             log.warning(
-                "confirmed, confirmed_at to be recorded later",
-                waiting=waiting,
+                "confirm outcomes to be recorded later",
+                waiting=count,
                 error=describe(error),
             )
 

@@ -1,5 +1,6 @@
-"""The `vod_events` table as SQLAlchemy Core sees it. Alembic revisions in `migrations/` create
-and change the real schema; the migration drift test keeps the two in step."""
+"""The tables as SQLAlchemy Core sees them: `vod_events` and `vod_daemons`. Alembic revisions
+in `migrations/` create and change the real schema; the migration drift test keeps the two in
+step."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from vodpoller.events import SHORT_TEXT
 
 TABLE_NAME: Final = "vod_events"
+DAEMONS_TABLE_NAME: Final = "vod_daemons"
+# Instance ids of daemons (`heartbeat.new_instance_id`) and content keys (SHA-256 hex).
+KEY_LENGTH: Final = 64
 
 # Named constraints and indexes: every dialect gets the same names, so revisions can refer to them.
 NAMING_CONVENTION: Final = {
@@ -83,7 +87,12 @@ vod_events = Table(
         primary_key=True,
         autoincrement=True,
     ),
-    Column("dedup_key", String(64), nullable=False),
+    Column("dedup_key", String(KEY_LENGTH), nullable=False),
+    # NULL only on rows written by a 0.1 daemon during an upgrade (identity.py, README).
+    Column("content_key", String(KEY_LENGTH), nullable=True),
+    Column("occurrence", Integer, nullable=False, default=0, server_default=text("0")),
+    # The daemon that still has to confirm the latest delivery; NULL once it did or let go.
+    Column("held_by", String(KEY_LENGTH), nullable=True),
     Column("sub_app_id", BigInteger, nullable=True),
     Column("event_type", String(SHORT_TEXT), nullable=False),
     Column("event_handle", Text, nullable=False),
@@ -97,6 +106,8 @@ vod_events = Table(
     Column("session_id", String(SHORT_TEXT), nullable=True),
     Column("payload", JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
     Column("received_at", UtcDateTime(), nullable=False),
+    # When the latest delivery arrived; NULL on rows a 0.1 daemon wrote (then received_at).
+    Column("delivered_at", UtcDateTime(), nullable=True),
     Column("confirmed_at", UtcDateTime(), nullable=True),
     Column("deliveries", Integer, nullable=False, default=1, server_default=text("1")),
     UniqueConstraint("dedup_key"),
@@ -105,5 +116,31 @@ vod_events = Table(
     Index(None, "task_id"),
     Index(None, "file_id"),
     Index(None, "received_at"),
+    Index(None, "content_key"),
+    mysql_charset="utf8mb4",
+)
+
+# One row per running daemon (and per `once`), for identity (who holds which rows, and is it
+# alive), `vodpoller status`, `check` and SQL users. Removed on a clean stop.
+vod_daemons = Table(
+    DAEMONS_TABLE_NAME,
+    metadata,
+    Column("id", String(KEY_LENGTH), primary_key=True),
+    Column("host", String(SHORT_TEXT), nullable=False),
+    Column("pid", Integer, nullable=False),
+    # /proc/sys/kernel/random/boot_id: tells a host's previous boot from this one.
+    Column("boot_id", String(KEY_LENGTH), nullable=True),
+    Column("version", String(KEY_LENGTH), nullable=False),
+    Column("command", String(16), nullable=False),
+    Column("applications", Text, nullable=True),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("heartbeat_at", UtcDateTime(), nullable=False),
+    Column("last_poll_at", UtcDateTime(), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("last_error_at", UtcDateTime(), nullable=True),
+    Column("pulled", BigInteger, nullable=False, default=0, server_default=text("0")),
+    Column("stored", BigInteger, nullable=False, default=0, server_default=text("0")),
+    Column("duplicates", BigInteger, nullable=False, default=0, server_default=text("0")),
+    Column("confirmed", BigInteger, nullable=False, default=0, server_default=text("0")),
     mysql_charset="utf8mb4",
 )

@@ -1,114 +1,138 @@
-"""Everything vodpoller does in SQL: the engine, the idempotent batch insert, confirmed marks and
-small reads. SQLAlchemy Core only; the table is in `schema.py`, the schema in `migrations/`."""
+"""The `vod_events` table behind a small API: store answers (identity.py decides which rows),
+settle confirms (confirmed, or let go of and folded), and small reads. SQLAlchemy Core only;
+the tables are in `schema.py`, the schema in `migrations/`, connections in `database.py`."""
 
 from __future__ import annotations
 
-import json
-import random
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
-from urllib.parse import quote, unquote
 
-import structlog
-from sqlalchemy import URL, Connection, Engine, create_engine, event, func, select, update
-from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
 
+from vodpoller import identity
+from vodpoller.daemons import dead_among
+from vodpoller.database import (
+    RaceLost,
+    make_engine,
+    safe_url,
+    transaction,
+    writer,
+)
 from vodpoller.errors import StorageError
 from vodpoller.events import PAYLOAD_COLUMNS, Event
+from vodpoller.identity import Absorb, NewRow, StoredRow
 from vodpoller.schema import vod_events
 
 _T = TypeVar("_T")
-_log = structlog.get_logger(__name__)
 
-# A batch from PullEvents has at most 16 events; bigger ones are split so that a statement stays
-# far below the bind-parameter limits (SQLite 32,766; PostgreSQL 65,535): 500 rows x 15 columns.
-ROWS_PER_STATEMENT: Final = 500
-SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
-# Two daemons inserting the same keys can deadlock (InnoDB gap locks) or hit a serialization
-# failure; the database rolls one transaction back and running it again is the documented cure.
-TRANSACTION_ATTEMPTS: Final = 5
-_RETRY_PAUSE_SECONDS: Final = 0.05
-_LOCK_CONFLICT_SQLSTATES: Final = frozenset({"40P01", "40001"})  # deadlock, serialization
-_MYSQL_DEADLOCK: Final = 1213  # ER_LOCK_DEADLOCK
-_MYSQL_NAMES: Final = frozenset({"mysql", "mariadb"})
-_WRITE_OPTION: Final = "vodpoller_write"
+# Far below the bind-parameter limits (SQLite 32,766; PostgreSQL 65,535) in an IN list.
+KEYS_PER_STATEMENT: Final = 500
+
+_c = vod_events.c
+# Built once: SQLAlchemy caches their compiled form, so a batch does not compile SQL anew.
+_SAME_CONTENT = select(
+    _c.id,
+    _c.content_key,
+    _c.dedup_key,
+    _c.occurrence,
+    _c.confirmed_at,
+    _c.held_by,
+    func.coalesce(_c.delivered_at, _c.received_at).label("delivered_at"),
+).where(
+    or_(
+        _c.content_key.in_(bindparam("content_keys", expanding=True)),
+        _c.dedup_key.in_(bindparam("legacy_keys", expanding=True)),
+    )
+)
+_INSERT = insert(vod_events)
+# A redelivery: only while the row is still as the decision saw it (not confirmed meanwhile,
+# not taken by another daemon); otherwise the transaction decides again.
+_ABSORB_UNHELD = (
+    update(vod_events)
+    .where(_c.id == bindparam("row_id"), _c.confirmed_at.is_(None), _c.held_by.is_(None))
+    .values(
+        deliveries=_c.deliveries + 1,
+        held_by=bindparam("holder"),
+        content_key=func.coalesce(_c.content_key, bindparam("key")),
+        delivered_at=bindparam("at"),
+    )
+)
+_ABSORB_FROM_DEAD = (
+    update(vod_events)
+    .where(
+        _c.id == bindparam("row_id"),
+        _c.confirmed_at.is_(None),
+        _c.held_by == bindparam("seen_holder"),
+    )
+    .values(
+        deliveries=_c.deliveries + 1,
+        held_by=bindparam("holder"),
+        content_key=func.coalesce(_c.content_key, bindparam("key")),
+        delivered_at=bindparam("at"),
+    )
+)
+_CONFIRM = (
+    update(vod_events)
+    .where(_c.id.in_(bindparam("row_ids", expanding=True)))
+    .values(
+        confirmed_at=func.coalesce(_c.confirmed_at, bindparam("at")),
+        held_by=case((_c.held_by == bindparam("holder"), None), else_=_c.held_by),
+    )
+)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The entries of one `PullEvents` answer (distinct events, by VOD's rule) and when it
+    arrived; all of them get this `received_at`."""
+
+    events: Sequence[Event]
+    received_at: datetime
 
 
 @dataclass(frozen=True)
 class SaveResult:
-    """`stored`: new rows; `duplicates`: deliveries that found their row already there."""
+    """`stored`: new rows; `duplicates`: deliveries of events already stored; `row_ids`: the
+    row of each event, in order."""
 
     stored: int
     duplicates: int
+    row_ids: tuple[int, ...] = field(default=(), compare=False)
 
 
-def make_engine(url: str | URL, *, read_only: bool = False) -> Engine:
-    """An engine with vodpoller's settings: pre-ping everywhere, SQLite in WAL mode with a busy
-    timeout (its directory created), utf8mb4 on MySQL/MariaDB. `read_only` opens a SQLite file
-    read-only and creates nothing: no directory, no file, no change of journal mode."""
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite" and read_only:
-        parsed = _read_only_sqlite(parsed)
-    elif backend == "sqlite":
-        _create_sqlite_directory(parsed)
-    elif backend in _MYSQL_NAMES and "charset" not in parsed.query:
-        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
-    # hide_parameters: error messages (and so logs) show the SQL, never the event data.
-    engine = create_engine(
-        parsed,
-        pool_pre_ping=True,
-        hide_parameters=True,
-        json_serializer=_json_dumps,
-        connect_args=_network_timeouts(backend, parsed),
-    )
-    if backend == "sqlite":
-        configure = _configure_read_only_connection if read_only else _configure_sqlite_connection
-        event.listen(engine, "connect", configure)
-        event.listen(engine, "begin", _begin_sqlite_transaction)
-    return engine
+@dataclass(frozen=True)
+class Release:
+    """A row whose latest delivery's confirm did not take effect; `received_at` is when that
+    delivery arrived (the `received_at` it was saved with)."""
+
+    row_id: int
+    received_at: datetime
 
 
-# A database that stops answering (a dead host, a black-holed network) must fail the batch
-# in flight rather than hang the daemon; settings in the URL's query win over these.
-_NETWORK_TIMEOUTS: Final[dict[str, dict[str, Any]]] = {
-    "postgresql": {
-        "connect_timeout": 10,
-        "keepalives": 1,
-        "keepalives_idle": 30,
-        "keepalives_interval": 10,
-        "keepalives_count": 3,
-        "tcp_user_timeout": 60_000,  # ms of unacknowledged data before the connection fails
-        # A row locked by a session that went dark (another daemon cut off mid-transaction)
-        # must fail the batch, not hold it for as long as the server keeps that session.
-        "options": "-c lock_timeout=30s -c statement_timeout=120s",
-    },
-    "mysql": {"connect_timeout": 10, "read_timeout": 60, "write_timeout": 60},
-}
-
-
-def _network_timeouts(backend: str, url: URL) -> dict[str, Any]:
-    defaults = _NETWORK_TIMEOUTS.get("mysql" if backend in _MYSQL_NAMES else backend, {})
-    return {key: value for key, value in defaults.items() if key not in url.query}
-
-
-def safe_url(url: str | URL) -> str:
-    """The URL with its password hidden, for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<unparseable database URL>"
+@dataclass(frozen=True)
+class SettleResult:
+    confirmed: int  # rows that got their confirmed_at now
+    released: int
+    folded: int  # released rows that turned out to be a twin's earlier delivery
 
 
 class EventStore:
-    """The `vod_events` table behind a small API; every database error becomes `StorageError`."""
+    """Every database error becomes `StorageError`."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -116,7 +140,8 @@ class EventStore:
 
     @classmethod
     def connect(cls, url: str, *, read_only: bool = False) -> EventStore:
-        """Create the engine (connections are opened lazily, on first use)."""
+        """Create the engine (connections are opened lazily, on first use); `read_only` opens a
+        SQLite file read-only and creates nothing."""
         try:
             return cls(make_engine(url, read_only=read_only))
         except ImportError as exc:
@@ -141,142 +166,277 @@ class EventStore:
         """Close every pooled connection."""
         self.engine.dispose()
 
-    def save(self, events: Sequence[Event], received_at: datetime | None = None) -> SaveResult:
-        """Store a batch in one transaction; a redelivered event adds no row, it bumps
-        `deliveries`. Twins inside the batch are folded first (the first handle is kept)."""
-        if not events:
-            return SaveResult(stored=0, duplicates=0)
-        rows = _fold_duplicates(events, _utc(received_at))
+    # -- storing -------------------------------------------------------------------------
 
-        def insert(connection: Connection) -> int:
-            return sum(self._upsert(connection, chunk) for chunk in _chunks(rows))
+    def save(
+        self,
+        events: Sequence[Event],
+        received_at: datetime | None = None,
+        *,
+        holder: str | None = None,
+    ) -> SaveResult:
+        """Store one answer in one transaction (see `save_answers`)."""
+        return self.save_answers([Answer(events, _utc(received_at))], holder=holder)[0]
 
-        stored = self._transaction(
-            f"storing a batch of {len(events)} events", insert, engine=self._writer
+    def save_answers(
+        self, answers: Sequence[Answer], *, holder: str | None = None
+    ) -> list[SaveResult]:
+        """Store answers in one transaction: each event becomes a new row or, when it is a
+        redelivery, adds to its row's `deliveries` (identity.py decides). The rows are held by
+        `holder` until `settle` says how their confirm went."""
+        if not any(answer.events for answer in answers):
+            return [SaveResult(0, 0) for _ in answers]
+        count = sum(len(answer.events) for answer in answers)
+        return transaction(
+            self._writer,
+            f"storing a batch of {count} events",
+            lambda connection: _save(connection, answers, holder),
         )
-        return SaveResult(stored=stored, duplicates=len(events) - stored)
 
-    def mark_confirmed(self, dedup_keys: Sequence[str], at: datetime | None = None) -> int:
-        """Set `confirmed_at` on the rows that have none yet; returns how many changed."""
-        keys = sorted(set(dedup_keys))
-        if not keys:
-            return 0
+    def settle(
+        self,
+        confirmed: Collection[int] = (),
+        released: Sequence[Release] = (),
+        *,
+        holder: str | None = None,
+        at: datetime | None = None,
+    ) -> SettleResult:
+        """Record how confirms went, in one transaction: `confirmed` rows get `confirmed_at`;
+        `released` rows are let go of (their event comes back) and folded into the twin that
+        arrived after them, if any (identity.fold_target)."""
+        if not confirmed and not released:
+            return SettleResult(0, 0, 0)
         when = _utc(at)
-        columns = vod_events.c
 
-        def mark(connection: Connection) -> int:
-            changed = 0
-            for chunk in _chunks(keys):
-                statement = (
-                    update(vod_events)
-                    .where(columns.dedup_key.in_(chunk), columns.confirmed_at.is_(None))
-                    .values(confirmed_at=when)
-                )
-                changed += connection.execute(statement).rowcount
-            return changed
+        def work(connection: Connection) -> SettleResult:
+            marked = 0
+            for chunk in _chunks(sorted(set(confirmed))):
+                marked += connection.execute(
+                    _CONFIRM, {"row_ids": list(chunk), "at": when, "holder": holder}
+                ).rowcount
+            folded = sum(_release(connection, item, holder) for item in released)
+            return SettleResult(marked, len(released), folded)
 
-        return self._transaction(f"marking {len(keys)} events confirmed", mark, engine=self._writer)
+        count = len(set(confirmed)) + len(released)
+        return transaction(self._writer, f"recording how {count} confirms went", work)
+
+    # -- small reads ---------------------------------------------------------------------
 
     def count(self) -> int:
         """How many rows the table holds."""
         statement = select(func.count()).select_from(vod_events)
-        return self._transaction(
-            "counting events", lambda connection: connection.execute(statement).scalar_one()
-        )
+        return self._read("counting events", lambda c: c.execute(statement).scalar_one())
 
     def rows(self) -> list[dict[str, Any]]:
         """Every row as a dict, in insertion (`id`) order."""
-        statement = select(vod_events).order_by(vod_events.c.id)
-        return self._transaction(
-            "reading events",
-            lambda connection: [dict(row) for row in connection.execute(statement).mappings()],
+        statement = select(vod_events).order_by(_c.id)
+        return self._read(
+            "reading events", lambda c: [dict(row) for row in c.execute(statement).mappings()]
         )
 
     def latest_received_at(self) -> datetime | None:
         """When the newest row arrived; None for an empty table."""
-        statement = select(func.max(vod_events.c.received_at))
-        return self._transaction(
-            "reading the newest event", lambda connection: connection.execute(statement).scalar()
+        statement = select(func.max(_c.received_at))
+        return self._read("reading the newest event", lambda c: c.execute(statement).scalar())
+
+    def _read(self, what: str, work: Callable[[Connection], _T]) -> _T:
+        return transaction(self.engine, what, work)
+
+
+# -- one save ------------------------------------------------------------------------------
+
+
+def _save(
+    connection: Connection, answers: Sequence[Answer], holder: str | None
+) -> list[SaveResult]:
+    events = [event for answer in answers for event in answer.events]
+    candidates = _same_content(connection, events)
+    others = {row.held_by for row in candidates if row.held_by not in (None, holder)}
+    dead = dead_among(connection, {h for h in others if h is not None}) if others else set()
+    decisions = identity.plan(
+        [answer.events for answer in answers], candidates, holder=holder, dead=dead
+    )
+    absorbs: list[tuple[Absorb, Event, datetime]] = []
+    new_rows: list[tuple[NewRow, Event, datetime]] = []
+    for answer, decided in zip(answers, decisions, strict=True):
+        for event, decision in zip(answer.events, decided, strict=True):
+            if isinstance(decision, Absorb):
+                absorbs.append((decision, event, answer.received_at))
+            else:
+                new_rows.append((decision, event, answer.received_at))
+    _absorb(connection, absorbs, holder)
+    ids = _insert(connection, new_rows, holder)
+    results = []
+    for decided in decisions:
+        row_ids = tuple(d.row_id if isinstance(d, Absorb) else ids[d.dedup_key] for d in decided)
+        stored = sum(isinstance(d, NewRow) for d in decided)
+        results.append(SaveResult(stored, len(decided) - stored, row_ids))
+    return results
+
+
+def _same_content(connection: Connection, events: Sequence[Event]) -> list[StoredRow]:
+    """The stored rows that say what these events say; a row a 0.1 daemon wrote has no
+    content_key and is found by its dedup_key, the 0.1 key of the same bytes."""
+    content_of_legacy = {event.legacy_key: event.content_key for event in events}
+    content_keys = sorted({event.content_key for event in events})
+    legacy_keys = sorted(content_of_legacy)
+    found: dict[int, StoredRow] = {}
+    for start in range(0, max(len(content_keys), len(legacy_keys)), KEYS_PER_STATEMENT):
+        rows = connection.execute(
+            _SAME_CONTENT,
+            {
+                "content_keys": content_keys[start : start + KEYS_PER_STATEMENT],
+                "legacy_keys": legacy_keys[start : start + KEYS_PER_STATEMENT],
+            },
         )
-
-    def _transaction(
-        self, what: str, work: Callable[[Connection], _T], *, engine: Engine | None = None
-    ) -> _T:
-        """Run `work` in one transaction, again after a deadlock; wrap database errors."""
-        attempt = 1
-        while True:
-            try:
-                with (engine or self.engine).begin() as connection:
-                    return work(connection)
-            except SQLAlchemyError as exc:
-                if attempt >= TRANSACTION_ATTEMPTS or not _is_lock_conflict(exc):
-                    raise StorageError(f"{what} failed") from exc
-                _log.info(
-                    "storage_transaction_retried", what=what, attempt=attempt, error=_reason(exc)
-                )
-            except (ValueError, OverflowError, UnicodeError) as exc:
-                # A value the driver cannot bind: this batch fails, the daemon goes on.
-                raise StorageError(f"{what} failed: a value the database cannot hold") from exc
-            time.sleep(random.uniform(0, _RETRY_PAUSE_SECONDS * attempt))
-            attempt += 1
-
-    def _upsert(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
-        """One INSERT for `rows` that adds to `deliveries` on a known key; returns the new rows."""
-        columns = vod_events.c
-        dialect = connection.dialect.name
-        if dialect in ("postgresql", "sqlite"):
-            upsert = (postgresql if dialect == "postgresql" else sqlite).insert(vod_events)
-            upsert = upsert.values(list(rows))
-            returning = upsert.on_conflict_do_update(
-                index_elements=[columns.dedup_key],
-                set_={"deliveries": columns.deliveries + upsert.excluded.deliveries},
-            ).returning(columns.dedup_key, columns.deliveries)
-            # A row that already existed comes back with more deliveries than this batch sent,
-            # whoever inserted it and whenever: this holds with concurrent writers too.
-            sent = {row["dedup_key"]: row["deliveries"] for row in rows}
-            return sum(deliveries == sent[key] for key, deliveries in connection.execute(returning))
-        if dialect in _MYSQL_NAMES:
-            # `inserted` must come from the statement that carries the values.
-            insert = mysql.insert(vod_events).values(list(rows))
-            on_duplicate = insert.on_duplicate_key_update(
-                deliveries=columns.deliveries + insert.inserted.deliveries
+        for row in rows:
+            key = row.content_key or content_of_legacy.get(row.dedup_key)
+            if key is None:
+                continue  # another event's 0.1 key matched by a page boundary: not ours
+            found[row.id] = StoredRow(
+                row_id=row.id,
+                content_key=key,
+                occurrence=row.occurrence,
+                confirmed=row.confirmed_at is not None,
+                held_by=row.held_by,
+                delivered_at=row.delivered_at,
             )
-            # Affected rows: 1 per inserted row, 2 per updated one (SQLAlchemy sets the
-            # CLIENT.FOUND_ROWS flag; an update always changes `deliveries`).
-            affected = connection.execute(on_duplicate).rowcount
-            return 2 * len(rows) - affected
-        raise StorageError(f"unsupported database {dialect!r}: use SQLite, PostgreSQL or MySQL")
+    return list(found.values())
 
 
-def _fold_duplicates(events: Sequence[Event], received_at: datetime) -> list[dict[str, Any]]:
-    """One row per dedup key, `deliveries` counting the twins. Sorted by key so that concurrent
-    writers lock rows in the same order, which keeps deadlocks rare."""
-    rows: dict[str, dict[str, Any]] = {}
-    for item in events:
-        row = rows.get(item.dedup_key)
-        if row is None:
-            rows[item.dedup_key] = _row(item, received_at)
-        else:
-            row["deliveries"] += 1
-    return [rows[key] for key in sorted(rows)]
+def _absorb(
+    connection: Connection,
+    absorbs: Sequence[tuple[Absorb, Event, datetime]],
+    holder: str | None,
+) -> None:
+    # In id order, as every writer does: two daemons lock rows in the same order.
+    ordered = sorted(absorbs, key=lambda item: item[0].row_id)
+    unheld = [
+        {"row_id": a.row_id, "holder": holder, "key": e.content_key, "at": at}
+        for a, e, at in ordered
+        if a.seen_holder is None
+    ]
+    from_dead = [
+        {
+            "row_id": a.row_id,
+            "holder": holder,
+            "key": e.content_key,
+            "at": at,
+            "seen_holder": a.seen_holder,
+        }
+        for a, e, at in ordered
+        if a.seen_holder is not None
+    ]
+    for statement, parameters in ((_ABSORB_UNHELD, unheld), (_ABSORB_FROM_DEAD, from_dead)):
+        if parameters and connection.execute(statement, parameters).rowcount != len(parameters):
+            raise RaceLost("a row changed between reading and absorbing a redelivery")
 
 
-def _row(item: Event, received_at: datetime) -> dict[str, Any]:
+def _insert(
+    connection: Connection,
+    new_rows: Sequence[tuple[NewRow, Event, datetime]],
+    holder: str | None,
+) -> dict[str, int]:
+    """Insert the new rows; returns dedup_key -> id. A key another writer took meanwhile
+    raises a unique violation, and the transaction decides again."""
+    if not new_rows:
+        return {}
+    # In the order they arrived: ids tell the order of events ("the newest status of a cast"
+    # is the row with the highest id), so no sorting for the sake of locks here.
+    values = [
+        _row(decision, event, received_at, holder) for decision, event, received_at in new_rows
+    ]
+    if connection.dialect.insert_executemany_returning:
+        returned = connection.execute(_INSERT.returning(_c.id, _c.dedup_key), values)
+        return {row.dedup_key: row.id for row in returned}
+    connection.execute(_INSERT, values)  # MySQL: no RETURNING; read the ids back
+    keys = [row["dedup_key"] for row in values]
+    ids: dict[str, int] = {}
+    for chunk in _chunks(keys):
+        statement = select(_c.id, _c.dedup_key).where(_c.dedup_key.in_(chunk))
+        ids.update({row.dedup_key: row.id for row in connection.execute(statement)})
+    return ids
+
+
+def _row(
+    decision: NewRow, event: Event, received_at: datetime, holder: str | None
+) -> dict[str, Any]:
     return {
-        "dedup_key": item.dedup_key,
-        "sub_app_id": item.sub_app_id,
-        "event_type": item.event_type,
-        "event_handle": item.event_handle,
-        **{column: getattr(item, column) for column in PAYLOAD_COLUMNS},
-        "payload": item.payload,
+        "dedup_key": decision.dedup_key,
+        "content_key": event.content_key,
+        "occurrence": decision.occurrence,
+        "held_by": holder,
+        "sub_app_id": event.sub_app_id,
+        "event_type": event.event_type,
+        "event_handle": event.event_handle,
+        **{column: getattr(event, column) for column in PAYLOAD_COLUMNS},
+        "payload": event.payload,
         "received_at": received_at,
+        "delivered_at": received_at,
+        "confirmed_at": None,
         "deliveries": 1,
     }
 
 
+# -- letting go and folding ----------------------------------------------------------------
+
+
+def _release(connection: Connection, release: Release, holder: str | None) -> int:
+    """Let go of a row; fold it into the twin delivered after it. 1 if folded."""
+    connection.execute(
+        update(vod_events).where(_c.id == release.row_id, _held_by_is(holder)).values(held_by=None)
+    )
+    row = connection.execute(
+        select(
+            _c.id,
+            _c.content_key,
+            _c.confirmed_at,
+            _c.held_by,
+            _c.deliveries,
+            _c.received_at,
+            _c.event_handle,
+        ).where(_c.id == release.row_id)
+    ).first()
+    if row is None or row.confirmed_at is not None or row.held_by is not None:
+        return 0  # folded into by someone, confirmed by another delivery, or taken again
+    twins = [
+        StoredRow(t.id, t.content_key, t.occurrence, t.confirmed_at is not None, t.held_by, t.at)
+        for t in connection.execute(
+            select(
+                _c.id,
+                _c.content_key,
+                _c.occurrence,
+                _c.confirmed_at,
+                _c.held_by,
+                _c.received_at,
+                func.coalesce(_c.delivered_at, _c.received_at).label("at"),
+            ).where(_c.content_key == row.content_key, _c.id != row.id)
+        )
+    ]
+    released = StoredRow(row.id, row.content_key, 0, False, None, _utc(release.received_at))
+    target = identity.fold_target(released, _utc(release.received_at), twins)
+    if target is None:
+        return 0
+    received = connection.execute(select(_c.received_at).where(_c.id == target)).scalar_one()
+    values: dict[str, Any] = {"deliveries": _c.deliveries + row.deliveries}
+    if row.received_at < received:
+        # The merged row is the event first received with the released row's delivery.
+        values.update(received_at=row.received_at, event_handle=row.event_handle)
+    connection.execute(update(vod_events).where(_c.id == target).values(values))
+    connection.execute(delete(vod_events).where(_c.id == row.id))
+    return 1
+
+
+def _held_by_is(holder: str | None) -> Any:
+    return _c.held_by.is_(None) if holder is None else _c.held_by == holder
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
 def _chunks(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
-    for start in range(0, len(items), ROWS_PER_STATEMENT):
-        yield items[start : start + ROWS_PER_STATEMENT]
+    for start in range(0, len(items), KEYS_PER_STATEMENT):
+        yield items[start : start + KEYS_PER_STATEMENT]
 
 
 def _utc(value: datetime | None) -> datetime:
@@ -285,91 +445,3 @@ def _utc(value: datetime | None) -> datetime:
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r}: pass an aware one (UTC)")
     return value.astimezone(UTC)
-
-
-def _is_lock_conflict(error: SQLAlchemyError) -> bool:
-    """A deadlock or serialization failure: the database rolled back, running again is safe."""
-    if not isinstance(error, DBAPIError):
-        return False
-    original = error.orig
-    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
-    if sqlstate in _LOCK_CONFLICT_SQLSTATES:
-        return True
-    arguments = original.args if original is not None else ()
-    return bool(arguments) and arguments[0] == _MYSQL_DEADLOCK
-
-
-def _reason(error: SQLAlchemyError) -> str:
-    """The driver's own message, without the SQL."""
-    return str(error.orig) if isinstance(error, DBAPIError) else str(error)
-
-
-def _json_dumps(value: Any) -> str:
-    # Non-ASCII kept as is: the payload reads naturally in SQL and the columns are UTF-8.
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _create_sqlite_directory(url: URL) -> None:
-    database = url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-
-
-def sqlite_path(url: str | URL) -> Path | None:
-    """The absolute path of a SQLite file URL; None for other databases and in-memory ones.
-    `sqlite:///x.db` (three slashes) is relative to the current directory."""
-    parsed = make_url(url)
-    database = parsed.database
-    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
-        return None
-    if database.startswith("file:"):  # already a URI: file:PATH?...
-        database = unquote(database.removeprefix("file:").split("?", 1)[0])
-    return Path(database).expanduser().absolute()
-
-
-def _read_only_sqlite(url: URL) -> URL:
-    path = sqlite_path(url)
-    if path is None:
-        return url
-    return url.set(database=f"file:{quote(str(path))}").update_query_dict(
-        {"mode": "ro", "uri": "true"}
-    )
-
-
-def _configure_read_only_connection(dbapi_connection: Any, _record: Any) -> None:
-    """Wait for a writer's lock like the daemon does; leave the journal mode as it is."""
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-    finally:
-        cursor.close()
-    dbapi_connection.isolation_level = None
-
-
-def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets readers work while the poller writes; the busy timeout makes a second writer
-    (another daemon, the CLI) wait for the lock instead of failing at once."""
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-    finally:
-        cursor.close()
-    # The sqlite3 module opens transactions only before DML and commits before DDL; SQLAlchemy's
-    # recipe turns that off so that `_begin_sqlite_transaction` makes every transaction real
-    # (migrations included).
-    dbapi_connection.isolation_level = None
-
-
-def writer(engine: Engine) -> Engine:
-    """The engine for transactions that write. On SQLite they begin IMMEDIATE, taking the write
-    lock up front: one that read first and wrote later would get "database is locked" at once,
-    without the busy timeout, when another process (a second daemon, a migration) wrote in
-    between. Reads begin deferred and never block the daemon."""
-    return engine.execution_options(**{_WRITE_OPTION: True})
-
-
-def _begin_sqlite_transaction(connection: Connection) -> None:
-    immediate = connection.get_execution_options().get(_WRITE_OPTION)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import sqlite3
@@ -272,22 +273,31 @@ def test_migrate_brings_the_schema_to_the_newest_revision(
     assert _count(database) == 0
 
 
-def test_demo_stores_one_row_per_sample_type_and_prints_them(tmp_path: Path) -> None:
+def test_demo_stores_one_row_per_sample_type_and_absorbs_the_refused_ones(
+    tmp_path: Path,
+) -> None:
     first = vodpoller("demo", cwd=tmp_path)
     second = vodpoller("demo", cwd=tmp_path)
 
     assert first.returncode == 0, first.stderr
-    assert "pulled=37 stored=37 duplicates=0 confirmed=37" in first.stdout
+    refused = re.search(r"pulled=37 stored=37 duplicates=0 confirmed=(\d+)", first.stdout)
+    assert refused is not None, first.stdout
+    back = 37 - int(refused[1])
+    assert 0 < back < 37
+    assert f"pulled={back} stored=0 duplicates={back} confirmed={back}" in first.stdout
+    assert "Queued=0 Leased=0" in first.stdout
     assert "PullComplete" in first.stdout
     assert "ProcedureStateChanged" in first.stdout
+    # Each run starts afresh and tells the same story.
     assert second.returncode == 0, second.stderr
-    assert "pulled=37 stored=0 duplicates=37 confirmed=37" in second.stdout
+    assert refused[0] in second.stdout
     database = tmp_path / "vodpoller-demo.db"
     with sqlite3.connect(database) as connection:
         types = connection.execute(
-            "SELECT count(DISTINCT event_type), count(*), min(deliveries) FROM vod_events"
+            "SELECT count(DISTINCT event_type), count(*), sum(deliveries),"
+            " count(confirmed_at), count(held_by) FROM vod_events"
         ).fetchone()
-    assert types == (37, 37, 2)
+    assert types == (37, 37, 37 + back, 37, 0)
 
 
 def test_demo_names_the_vodpoller_that_ran_it_and_its_hints_work(tmp_path: Path) -> None:

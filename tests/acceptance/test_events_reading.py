@@ -19,11 +19,12 @@ from sqlalchemy import inspect
 
 from tests.acceptance.test_cli import _env, vodpoller
 from tests.helpers import reaped, write_config
+from vodpoller.database import make_engine
 from vodpoller.events import parse_entry
 from vodpoller.migrate import upgrade
 from vodpoller.output import ELLIPSIS
 from vodpoller.queries import _UNIT_SECONDS
-from vodpoller.store import EventStore, make_engine
+from vodpoller.store import EventStore
 
 ROOT = Path(__file__).resolve().parents[2]
 READING = [

@@ -13,9 +13,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from tests.databases import EventFactory
+from vodpoller.database import make_engine
 from vodpoller.migrate import current_revision, downgrade, head_revision, script_location, upgrade
 from vodpoller.schema import metadata
-from vodpoller.store import EventStore, SaveResult, make_engine
+from vodpoller.store import EventStore, SaveResult
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,7 +78,9 @@ def test_migrations_are_found_with_their_first_revision() -> None:
     assert (location / "env.py").is_file()
     assert (location / "script.py.mako").is_file()
     assert (location / "versions" / "0001_create_vod_events.py").is_file()
-    assert head_revision() == "0001"
+    revisions = sorted(path.name[:4] for path in (location / "versions").glob("[0-9]*.py"))
+    assert revisions[0] == "0001"
+    assert head_revision() == revisions[-1]
 
 
 def test_wheel_lists_every_package_and_maps_the_migrations() -> None:

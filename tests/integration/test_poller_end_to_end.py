@@ -67,7 +67,7 @@ def test_every_sample_type_is_stored_with_its_typed_columns(
     assert (stats["Queued"], stats["Leased"], stats["Confirmed"]) == (0, 0, 37)
 
 
-def test_the_same_event_enqueued_twice_gives_one_row_delivered_twice(
+def test_the_same_content_enqueued_twice_is_two_events_and_two_rows(
     emulator_factory: EmulatorFactory, build: Any
 ) -> None:
     emulator = emulator_factory()
@@ -77,9 +77,9 @@ def test_the_same_event_enqueued_twice_gives_one_row_delivered_twice(
 
     result = built.drain()
 
-    assert (result.pulled, result.stored, result.duplicates, result.confirmed) == (2, 1, 1, 2)
-    (row,) = _rows(built.store)
-    assert row["deliveries"] == 2
+    assert (result.pulled, result.stored, result.duplicates, result.confirmed) == (2, 2, 0, 2)
+    rows = _rows(built.store)
+    assert [(row["occurrence"], row["deliveries"]) for row in rows] == [(0, 1), (1, 1)]
 
 
 class _FailingStore:
@@ -89,12 +89,12 @@ class _FailingStore:
         self.inner = inner
         self.attempts = 0
 
-    def save(self, events: Any, received_at: datetime | None = None) -> Any:
+    def save(self, events: Any, received_at: datetime | None = None, **_: Any) -> Any:
         self.attempts += 1
         raise StorageError("database is gone (injected)")
 
-    def mark_confirmed(self, dedup_keys: Any, at: datetime | None = None) -> int:
-        raise AssertionError("nothing may be marked confirmed when nothing was stored")
+    def settle(self, confirmed: Any = (), released: Any = (), **_: Any) -> Any:
+        raise AssertionError("nothing may be settled when nothing was stored")
 
 
 def test_events_are_confirmed_only_after_commit_and_come_back_after_a_failed_store(

@@ -15,11 +15,12 @@ from sqlalchemy import Connection, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from tests.databases import EventFactory, drop_database
+from vodpoller.database import make_engine, writer
 from vodpoller.errors import StorageError
 from vodpoller.events import LONG_TEXT, PAYLOAD_COLUMNS, SHORT_TEXT, Event
 from vodpoller.migrate import upgrade
 from vodpoller.schema import vod_events
-from vodpoller.store import EventStore, SaveResult, make_engine, writer
+from vodpoller.store import EventStore, SaveResult, SettleResult
 
 CHINA = timezone(timedelta(hours=8))
 TYPED_COLUMNS = ("event_type", "event_handle", *PAYLOAD_COLUMNS)
@@ -46,7 +47,7 @@ def test_batch_is_stored_with_every_typed_column(
     assert ids == sorted(set(ids))
     stored = by_key(migrated_store)
     for event in events:
-        row = stored[event.dedup_key]
+        row = stored[event.legacy_key]
         assert {column: row[column] for column in TYPED_COLUMNS} == {
             column: getattr(event, column) for column in TYPED_COLUMNS
         }
@@ -54,9 +55,15 @@ def test_batch_is_stored_with_every_typed_column(
         assert row["received_at"] == received_at
         assert row["confirmed_at"] is None
         assert row["deliveries"] == 1
-    assert stored[events[0].dedup_key]["err_code"] == 40001
-    assert stored[events[0].dedup_key]["task_id"] is not None
-    assert stored[events[0].dedup_key]["session_context"] is not None
+    first = stored[events[0].legacy_key]
+    assert (first["err_code"], first["content_key"], first["occurrence"]) == (
+        40001,
+        events[0].content_key,
+        0,
+    )
+    assert first["task_id"] is not None
+    assert first["session_context"] is not None
+    assert result.row_ids == tuple(stored[event.legacy_key]["id"] for event in events)
 
 
 def test_redelivered_event_adds_no_row(
@@ -64,55 +71,58 @@ def test_redelivered_event_adds_no_row(
 ) -> None:
     first = event_factory()
     again = event_factory.redelivery(first)
-    assert again.dedup_key == first.dedup_key
+    assert (again.content_key, again.legacy_key) == (first.content_key, first.legacy_key)
     assert again.event_handle != first.event_handle
 
     assert migrated_store.save([first]) == SaveResult(stored=1, duplicates=0)
     assert migrated_store.save([again, event_factory()]) == SaveResult(stored=1, duplicates=1)
 
     assert migrated_store.count() == 2
-    row = by_key(migrated_store)[first.dedup_key]
+    row = by_key(migrated_store)[first.legacy_key]
     assert row["deliveries"] == 2
     assert row["event_handle"] == first.event_handle
 
 
-def test_twins_in_one_batch_fold_into_one_row(
+def test_identical_entries_of_one_answer_are_distinct_events(
     migrated_store: EventStore, event_factory: EventFactory
 ) -> None:
     event = event_factory()
     twin = event_factory.redelivery(event)
 
-    assert migrated_store.save([event, twin, event_factory()]) == SaveResult(stored=2, duplicates=1)
-    row = by_key(migrated_store)[event.dedup_key]
-    assert row["deliveries"] == 2
-    assert row["event_handle"] == event.event_handle
+    result = migrated_store.save([event, twin, event_factory()])
 
-    # Twins of a row that already exists: both count as duplicates.
+    assert result == SaveResult(stored=3, duplicates=0)
+    rows = [row for row in migrated_store.rows() if row["content_key"] == event.content_key]
+    assert [(row["occurrence"], row["deliveries"]) for row in rows] == [(0, 1), (1, 1)]
+    assert [row["event_handle"] for row in rows] == [event.event_handle, twin.event_handle]
+
+    # Delivered again together (neither was confirmed): each goes back to its own row.
     assert migrated_store.save([twin, event]) == SaveResult(stored=0, duplicates=2)
-    assert by_key(migrated_store)[event.dedup_key]["deliveries"] == 4
-    assert migrated_store.count() == 2
+    rows = [row for row in migrated_store.rows() if row["content_key"] == event.content_key]
+    assert [row["deliveries"] for row in rows] == [2, 2]
+    assert migrated_store.count() == 3
 
 
 def test_empty_batch_stores_nothing(migrated_store: EventStore) -> None:
     assert migrated_store.save([]) == SaveResult(stored=0, duplicates=0)
-    assert migrated_store.mark_confirmed([]) == 0
+    assert migrated_store.settle([]) == SettleResult(0, 0, 0)
     assert migrated_store.count() == 0
 
 
-def test_mark_confirmed_sets_confirmed_at_once(
+def test_settle_sets_confirmed_at_once(
     migrated_store: EventStore, event_factory: EventFactory
 ) -> None:
     first, second, third = event_factory.batch(3)
-    migrated_store.save([first, second, third])
+    ids = migrated_store.save([first, second, third]).row_ids
     early = datetime(2025, 3, 1, 12, 0, 0, 500, tzinfo=UTC)
     late = early + timedelta(minutes=5)
 
-    assert migrated_store.mark_confirmed([first.dedup_key, second.dedup_key], at=early) == 2
-    assert migrated_store.mark_confirmed([k.dedup_key for k in (first, second, third)], late) == 1
-    assert migrated_store.mark_confirmed(["0" * 64]) == 0
+    assert migrated_store.settle([ids[0], ids[1]], at=early).confirmed == 2
+    assert migrated_store.settle(ids, at=late).confirmed == 3  # rows touched; first mark kept
+    assert migrated_store.settle([max(ids) + 1000]).confirmed == 0
 
     confirmed = {key: row["confirmed_at"] for key, row in by_key(migrated_store).items()}
-    assert confirmed == {first.dedup_key: early, second.dedup_key: early, third.dedup_key: late}
+    assert confirmed == {first.legacy_key: early, second.legacy_key: early, third.legacy_key: late}
 
 
 def test_payload_round_trips_exactly(
@@ -146,7 +156,7 @@ def test_timestamps_are_timezone_aware_utc(
     before = datetime.now(UTC)
     migrated_store.save([event_factory()])
     after = datetime.now(UTC)
-    migrated_store.mark_confirmed([row["dedup_key"] for row in migrated_store.rows()])
+    migrated_store.settle([row["id"] for row in migrated_store.rows()])
 
     (row,) = migrated_store.rows()
     for column in ("received_at", "confirmed_at"):
@@ -235,8 +245,8 @@ def test_unreachable_server_raises_storage_error(url: str, event_factory: EventF
         with pytest.raises(StorageError) as caught:
             store.save([event_factory()])
         assert isinstance(caught.value.__cause__, SQLAlchemyError)
-        with pytest.raises(StorageError, match="marking 1 events confirmed failed"):
-            store.mark_confirmed(["0" * 64])
+        with pytest.raises(StorageError, match="recording how 1 confirms went failed"):
+            store.settle([1])
     finally:
         store.dispose()
 
@@ -313,7 +323,7 @@ def test_two_daemons_saving_the_same_events_at_once_store_each_once(
     assert not any(thread.is_alive() for thread in threads)
     rows = migrated_store.rows()
     assert len(rows) == 500
-    assert {row["dedup_key"] for row in rows} == {event.dedup_key for event in events}
+    assert {row["dedup_key"] for row in rows} == {event.legacy_key for event in events}
     assert sum(row["deliveries"] for row in rows) == 1000
     assert sum(result.stored for result in results) == 500
     assert sum(result.duplicates for result in results) == 500
@@ -344,7 +354,7 @@ def test_save_that_loses_a_deadlock_runs_again(
 ) -> None:
     if migrated_store.engine.dialect.name == "sqlite":
         pytest.skip("SQLite has one writer at a time: it cannot deadlock")
-    events = sorted(event_factory.batch(10), key=lambda event: event.dedup_key)
+    events = sorted(event_factory.batch(10), key=lambda event: event.legacy_key)
     migrated_store.save(events)
     first, second = events[0], events[1]
     key = vod_events.c.dedup_key
@@ -371,11 +381,11 @@ def test_save_that_loses_a_deadlock_runs_again(
             # The blocker holds every row but the first (a big transaction: InnoDB picks the
             # smaller one as its victim); the store takes the first row, then waits for the
             # second; the blocker asking for the first row closes the cycle.
-            held = [event.dedup_key for event in events[1:]]  # exact keys: no gap locks
+            held = [event.legacy_key for event in events[1:]]  # exact keys: no gap locks
             blocker.execute(update(vod_events).where(key.in_(held)).values(status="X"))
             saver.start()
             wait_for_lock_waits(monitor, 1)
-            blocker.execute(update(vod_events).where(key == first.dedup_key).values(status="X"))
+            blocker.execute(update(vod_events).where(key == first.legacy_key).values(status="X"))
             blocker.commit()
             saver.join(timeout=60)
     finally:
@@ -384,7 +394,7 @@ def test_save_that_loses_a_deadlock_runs_again(
     assert outcome == [SaveResult(stored=0, duplicates=2)]
     assert [entry["event"] for entry in logs] == ["storage_transaction_retried"]
     deliveries = {key: row["deliveries"] for key, row in by_key(migrated_store).items()}
-    assert deliveries[first.dedup_key] == deliveries[second.dedup_key] == 2
+    assert deliveries[first.legacy_key] == deliveries[second.legacy_key] == 2
 
 
 def test_sqlite_readers_are_not_blocked_by_a_write_in_progress(tmp_path: Path) -> None:

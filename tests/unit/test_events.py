@@ -1,4 +1,4 @@
-"""`events.py`: an `EventSet` entry -> typed columns, the raw entry and the dedup key."""
+"""`events.py`: an `EventSet` entry -> typed columns, the raw entry and its content keys."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from vodpoller.events import (
     PAYLOAD_COLUMNS,
     SHORT_TEXT,
     Event,
-    dedup_key,
+    content_key,
     find_payload,
+    legacy_key,
     parse_entry,
     storable,
 )
@@ -48,11 +49,24 @@ def event_entry(
 
 
 def reference_key(entry: Mapping[str, Any], sub_app_id: int | None) -> str:
-    """The dedup key as SPEC.md defines it, computed here without the code under test."""
+    """The 0.1 dedup key as the README defines it, computed here without the code under test."""
     body = {key: value for key, value in entry.items() if key != "EventHandle"}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     prefix = "" if sub_app_id is None else str(sub_app_id)
     return hashlib.sha256(f"{prefix}:{canonical}".encode()).hexdigest()
+
+
+def drop_nulls(value: Any) -> Any:
+    """Object keys whose value is null, left out at every depth (the README's rule)."""
+    if isinstance(value, dict):
+        return {key: drop_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [drop_nulls(item) for item in value]
+    return value
+
+
+def reference_content_key(entry: Mapping[str, Any], sub_app_id: int | None) -> str:
+    return reference_key(drop_nulls(dict(entry)), sub_app_id)
 
 
 def reordered(value: Any) -> Any:
@@ -118,14 +132,15 @@ def test_each_sample_finds_its_payload_through_the_type_table(sample: dict[str, 
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=SAMPLE_IDS)
-def test_each_sample_gets_the_specified_dedup_key_and_keeps_the_raw_entry(
+def test_each_sample_gets_the_specified_keys_and_keeps_the_raw_entry(
     sample: dict[str, Any],
 ) -> None:
     entry = {"EventHandle": "handle-of-the-first-delivery", **sample}
 
     event = parse_entry(entry, None)
 
-    assert event.dedup_key == reference_key(entry, None)
+    assert event.legacy_key == reference_key(entry, None)
+    assert event.content_key == reference_content_key(entry, None)
     assert event.event_handle == "handle-of-the-first-delivery"
     assert event.payload == entry
 
@@ -170,44 +185,88 @@ def test_a_payload_without_id_fields_gives_all_null_columns(event_type: str) -> 
     assert set(columns(parse_entry(sample, None)).values()) == {None}
 
 
-# -- the dedup key ---------------------------------------------------------------------------
+# -- the content keys ------------------------------------------------------------------------
 
 
-def test_the_dedup_key_is_sha256_over_the_app_id_and_the_canonical_entry() -> None:
-    entry = event_entry(payload={"TaskId": "t-1", "Message": "完成", "ErrCode": 0})
+def test_the_legacy_key_is_sha256_over_the_app_id_and_the_canonical_entry() -> None:
+    entry = event_entry(payload={"TaskId": "t-1", "Message": "完成", "ErrCode": 0, "X": None})
+    body = (
+        '{"EventType":"PullComplete",'
+        '"PullCompleteEvent":{"ErrCode":0,"Message":"完成","TaskId":"t-1","X":null}}'
+    )
+
+    assert legacy_key(entry, 7) == hashlib.sha256(f"7:{body}".encode()).hexdigest()
+    assert legacy_key(entry, None) == hashlib.sha256(f":{body}".encode()).hexdigest()
+
+
+def test_the_content_key_is_the_legacy_recipe_without_null_keys() -> None:
+    entry = event_entry(payload={"TaskId": "t-1", "Message": "完成", "ErrCode": 0, "X": None})
     body = (
         '{"EventType":"PullComplete",'
         '"PullCompleteEvent":{"ErrCode":0,"Message":"完成","TaskId":"t-1"}}'
     )
 
-    assert dedup_key(entry, 7) == hashlib.sha256(f"7:{body}".encode()).hexdigest()
-    assert dedup_key(entry, None) == hashlib.sha256(f":{body}".encode()).hexdigest()
+    assert content_key(entry, 7) == hashlib.sha256(f"7:{body}".encode()).hexdigest()
+    assert content_key(entry, None) == hashlib.sha256(f":{body}".encode()).hexdigest()
 
 
-def test_the_same_event_with_another_handle_has_the_same_key() -> None:
+def test_a_null_key_added_anywhere_leaves_the_content_key_but_not_the_legacy_key() -> None:
+    entry = event_entry(payload={"TaskId": "t", "Output": {"FileId": "1", "Tags": [None, 1]}})
+    grown = {
+        **entry,
+        "NewEventOfNextRelease": None,
+        "PullCompleteEvent": {
+            **entry["PullCompleteEvent"],
+            "NewField": None,
+            "Output": {**entry["PullCompleteEvent"]["Output"], "Deeper": None},
+        },
+    }
+
+    assert content_key(grown, 1) == content_key(entry, 1)
+    assert legacy_key(grown, 1) != legacy_key(entry, 1)
+
+
+def test_a_null_inside_a_list_keeps_its_place() -> None:
+    with_null = event_entry(payload={"TaskId": "t", "Tags": [None, "a"]})
+    without = event_entry(payload={"TaskId": "t", "Tags": ["a"]})
+    assert content_key(with_null, None) != content_key(without, None)
+
+
+def test_null_and_an_empty_value_are_not_the_same_thing() -> None:
+    values: list[Any] = [None, "", 0, False, {}, []]
+    keys = {
+        content_key(event_entry(payload={"TaskId": "t", "Message": value}), None)
+        for value in values
+    }
+    assert len(keys) == 6
+
+
+def test_the_same_event_with_another_handle_has_the_same_keys() -> None:
     first = parse_entry(event_entry(handle="handle-1"), 5)
     again = parse_entry(event_entry(handle="handle-2"), 5)
 
-    assert first.dedup_key == again.dedup_key
+    assert (first.content_key, first.legacy_key) == (again.content_key, again.legacy_key)
     assert (first.event_handle, again.event_handle) == ("handle-1", "handle-2")
 
 
-def test_the_same_event_in_another_application_has_another_key() -> None:
+def test_the_same_event_in_another_application_has_other_keys() -> None:
     entry = event_entry()
-    keys = {dedup_key(entry, None), dedup_key(entry, 1), dedup_key(entry, 2)}
-    assert len(keys) == 3
+    assert len({content_key(entry, None), content_key(entry, 1), content_key(entry, 2)}) == 3
+    assert len({legacy_key(entry, None), legacy_key(entry, 1), legacy_key(entry, 2)}) == 3
 
 
-def test_a_different_payload_has_a_different_key() -> None:
+def test_a_different_payload_has_different_keys() -> None:
     processing = event_entry(payload={"TaskId": "t-1", "Status": "PROCESSING"})
     finished = event_entry(payload={"TaskId": "t-1", "Status": "FINISH"})
-    assert dedup_key(processing, None) != dedup_key(finished, None)
+    assert content_key(processing, None) != content_key(finished, None)
+    assert legacy_key(processing, None) != legacy_key(finished, None)
 
 
-def test_the_key_order_of_the_entry_does_not_change_the_key() -> None:
+def test_the_key_order_of_the_entry_does_not_change_the_keys() -> None:
     entry = event_entry(payload={"TaskId": "t", "Output": {"FileId": "1", "FileUrl": "u"}})
     assert list(reordered(entry)) != list(entry)
-    assert dedup_key(reordered(entry), 3) == dedup_key(entry, 3)
+    assert content_key(reordered(entry), 3) == content_key(entry, 3)
+    assert legacy_key(reordered(entry), 3) == legacy_key(entry, 3)
 
 
 # -- documentation quirks --------------------------------------------------------------------
@@ -305,7 +364,7 @@ def test_an_unknown_type_without_one_clear_payload_is_kept_with_null_columns(
     assert set(columns(event).values()) == {None}
     assert event.event_type == "Mystery"
     assert event.payload == entry
-    assert event.dedup_key == reference_key(entry, None)
+    assert event.legacy_key == reference_key(entry, None)
 
 
 def test_a_known_type_whose_payload_is_null_falls_back_to_the_one_object() -> None:
@@ -320,7 +379,7 @@ def test_an_entry_without_event_handle_is_parsed_with_an_empty_handle() -> None:
     event = parse_entry(without, None)
 
     assert event.event_handle == ""
-    assert event.dedup_key == dedup_key(event_entry(handle="any"), None)
+    assert event.content_key == content_key(event_entry(handle="any"), None)
     assert "EventHandle" not in event.payload
 
 
@@ -400,10 +459,12 @@ def test_any_json_entry_is_parsed_and_its_key_ignores_key_order_and_handle(
 
     # Exactly as given, but for text no database can hold (NUL, lone surrogates).
     assert event.payload == storable(entry)
-    assert event.dedup_key == reference_key(storable(entry), sub_app_id)
-    assert parse_entry(reordered(entry), sub_app_id).dedup_key == event.dedup_key
+    assert event.legacy_key == reference_key(storable(entry), sub_app_id)
+    assert event.content_key == reference_content_key(storable(entry), sub_app_id)
+    assert parse_entry(reordered(entry), sub_app_id).content_key == event.content_key
     handled = {**entry, "EventHandle": "another-handle"}
-    assert parse_entry(handled, sub_app_id).dedup_key == event.dedup_key
+    assert parse_entry(handled, sub_app_id).content_key == event.content_key
+    assert parse_entry(handled, sub_app_id).legacy_key == event.legacy_key
     for name in PAYLOAD_COLUMNS:
         value = getattr(event, name)
         assert value is None or isinstance(value, int if name == "err_code" else str)
@@ -433,4 +494,4 @@ def test_text_no_database_can_hold_is_replaced_and_the_rest_kept() -> None:
     assert event.message == "a\ufffdb"
     assert event.session_id == "cut \ufffd"
     assert event.payload["PullCompleteEvent"]["Message"] == "a\ufffdb"
-    assert event.dedup_key == parse_entry(event.payload, None).dedup_key
+    assert event.content_key == parse_entry(event.payload, None).content_key

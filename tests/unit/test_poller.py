@@ -32,7 +32,7 @@ from vodpoller.source import (
     is_transient,
     translate,
 )
-from vodpoller.store import EventStore, SaveResult
+from vodpoller.store import EventStore, Release, SaveResult, SettleResult
 
 LEASE = 30.0
 APP = 1400000001
@@ -127,7 +127,7 @@ class ScriptedSource:
 
 
 class HookedStore:
-    """The real store with hooks: fail or act before/after `save`, fail `mark_confirmed`."""
+    """The real store with hooks: fail or act before/after `save`, fail `settle`."""
 
     def __init__(
         self,
@@ -143,19 +143,32 @@ class HookedStore:
         self.fail_mark_confirmed = fail_mark_confirmed
         self.saves = 0
 
-    def save(self, events: Sequence[Event], received_at: datetime | None = None) -> SaveResult:
+    def save(
+        self,
+        events: Sequence[Event],
+        received_at: datetime | None = None,
+        *,
+        holder: str | None = None,
+    ) -> SaveResult:
         self.saves += 1
         if self.before_save is not None:
             self.before_save(events)
-        result = self.inner.save(events, received_at)
+        result = self.inner.save(events, received_at, holder=holder)
         if self.after_save is not None:
             self.after_save(events)
         return result
 
-    def mark_confirmed(self, dedup_keys: Sequence[str], at: datetime | None = None) -> int:
+    def settle(
+        self,
+        confirmed: Sequence[int] = (),
+        released: Sequence[Release] = (),
+        *,
+        holder: str | None = None,
+        at: datetime | None = None,
+    ) -> SettleResult:
         if self.fail_mark_confirmed:
-            raise StorageError("marking failed: the database went away")
-        return self.inner.mark_confirmed(dedup_keys, at)
+            raise StorageError("recording confirms failed: the database went away")
+        return self.inner.settle(confirmed, released, holder=holder, at=at)
 
 
 def storage_down(_events: Sequence[Event]) -> None:
@@ -189,6 +202,7 @@ class Rig:
             store or self.store,
             concurrency=concurrency,
             confirm_budget_seconds=confirm_budget_seconds,
+            holder=f"rig-daemon-{len(self.pollers)}",
         )
         self.pollers.append(poller)
         return poller
@@ -257,11 +271,12 @@ def test_a_drain_stores_every_event_once_and_confirms_it(rig: Rig) -> None:
 
 
 def test_the_summary_line_has_the_documented_format(rig: Rig) -> None:
+    # Event 3 twice: the second is another event (the first was confirmed), not a redelivery.
     rig.queue.enqueue(None, [*event_entries(20), event_entry(3)])
 
     summary = rig.poller().drain(None).summary()
 
-    assert summary == "pulled=21 stored=20 duplicates=1 confirmed=21"
+    assert summary == "pulled=21 stored=21 duplicates=0 confirmed=21"
     assert re.fullmatch(r"pulled=\d+ stored=\d+ duplicates=\d+ confirmed=\d+", summary)
 
 
@@ -291,28 +306,47 @@ def test_a_drain_reads_only_its_own_application(rig: Rig) -> None:
     assert rig.counts(None) == QueueCounts(queued=2, leased=0, confirmed=0)
 
 
-def test_the_same_event_enqueued_twice_gives_one_row_with_two_deliveries(rig: Rig) -> None:
+def test_two_identical_entries_of_one_answer_are_two_events(rig: Rig) -> None:
     rig.queue.enqueue(None, [event_entry(7), event_entry(7)])
 
     result = rig.poller().drain(None)
 
-    assert (result.pulled, result.stored, result.duplicates, result.confirmed) == (2, 1, 1, 2)
-    (row,) = rig.store.rows()
-    assert row["deliveries"] == 2
+    assert (result.pulled, result.stored, result.duplicates, result.confirmed) == (2, 2, 0, 2)
+    assert [row["deliveries"] for row in rig.store.rows()] == [1, 1]
     assert rig.counts() == QueueCounts(queued=0, leased=0, confirmed=2)
 
 
-def test_an_event_delivered_again_in_a_later_drain_adds_no_row(rig: Rig) -> None:
+def test_identical_content_after_a_confirmed_event_is_a_new_event(rig: Rig) -> None:
+    poller = rig.poller()
+    cast = {"EventType": "MediaCastStatusChanged", "MediaCastStatusChangedEvent": {"CastId": "c"}}
+    statuses = ["Working", "Stopped", "Working"]
+    for status in statuses:
+        rig.queue.enqueue(
+            None, [{**cast, "MediaCastStatusChangedEvent": {"CastId": "c", "Status": status}}]
+        )
+        poller.drain(None)
+
+    rows = rig.store.rows()
+    assert [row["status"] for row in rows] == statuses
+    assert [row["deliveries"] for row in rows] == [1, 1, 1]
+    assert [row["occurrence"] for row in rows] == [0, 0, 1]
+    assert all(row["confirmed_at"] is not None and row["held_by"] is None for row in rows)
+
+
+def test_an_event_whose_confirm_was_refused_comes_back_into_its_row(rig: Rig) -> None:
     poller = rig.poller()
     rig.queue.enqueue(None, [event_entry(7)])
-    first = poller.drain(None)
-    rig.queue.enqueue(None, [event_entry(7)])
+    refused = rig.scripted(confirm_steps=[fails_with(rejected)])
+
+    first = rig.poller(refused).drain(None)
+    rig.clock.advance(LEASE + 1)  # the lease runs out: VOD delivers it again
     second = poller.drain(None)
 
-    assert (first.stored, first.duplicates) == (1, 0)
+    assert (first.stored, first.confirmed) == (1, 0)
     assert (second.stored, second.duplicates, second.confirmed) == (0, 1, 1)
     (row,) = rig.store.rows()
-    assert row["deliveries"] == 2
+    assert (row["deliveries"], row["held_by"]) == (2, None)
+    assert row["confirmed_at"] is not None
 
 
 # -- never confirm what is not stored --------------------------------------------------------

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,13 +79,13 @@ def test_stop_waits_for_the_batch_in_flight_and_confirms_it(store: EventStore) -
     release = threading.Event()
 
     class SlowStore:
-        def save(self, events: Sequence[object], received_at: object = None) -> object:
+        def save(self, events: Sequence[object], received_at: object = None, **_: object) -> object:
             saving.set()
             release.wait(5)
             return store.save(events)  # type: ignore[arg-type]
 
-        def mark_confirmed(self, keys: Sequence[str], at: object = None) -> int:
-            return store.mark_confirmed(keys)
+        def settle(self, *args: Any, **kwargs: Any) -> object:
+            return store.settle(*args, **kwargs)
 
     service = Service(Poller(LeaseQueueSource(queue), SlowStore()), (None,))  # type: ignore[arg-type]
     thread, code = _run_in_thread(service)
@@ -129,13 +130,13 @@ def test_a_storage_failure_streak_is_logged_once_and_its_recovery_once(
     failing = [True]
 
     class FlakyStore:
-        def save(self, events: Sequence[object], received_at: object = None) -> object:
+        def save(self, events: Sequence[object], received_at: object = None, **_: object) -> object:
             if failing[0]:
                 raise StorageError(f"storing a batch of {len(events)} events failed")
             return store.save(events)  # type: ignore[arg-type]
 
-        def mark_confirmed(self, keys: Sequence[str], at: object = None) -> int:
-            return store.mark_confirmed(keys)
+        def settle(self, *args: Any, **kwargs: Any) -> object:
+            return store.settle(*args, **kwargs)
 
     service = Service(
         Poller(LeaseQueueSource(queue), FlakyStore()),  # type: ignore[arg-type]

@@ -1,0 +1,280 @@
+"""Event identity on real SQLite, PostgreSQL and MySQL/MariaDB databases: one row per event,
+never two events in one row, with daemons holding, releasing, dying and racing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert
+
+from tests.databases import EventFactory
+from vodpoller.daemons import DaemonRegistry, LocalHost
+from vodpoller.database import transaction, writer
+from vodpoller.events import Event, parse_entry
+from vodpoller.schema import vod_daemons
+from vodpoller.store import EventStore, Release, SaveResult
+
+T0 = datetime(2026, 12, 1, 8, 0, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def cast(status: str, handle: str) -> Event:
+    entry = {
+        "EventHandle": handle,
+        "EventType": "MediaCastStatusChanged",
+        "MediaCastStatusChangedEvent": {"CastId": "cast-1", "Status": status},
+    }
+    return parse_entry(entry, 1500000001)
+
+
+def redelivered(event: Event, handle: str, **added: Any) -> Event:
+    """The same event again with a new handle; `added` keys join the entry (VOD's release)."""
+    return parse_entry({**event.payload, **added, "EventHandle": handle}, event.sub_app_id)
+
+
+def live_daemon(store: EventStore) -> str:
+    registry = DaemonRegistry(store.engine, command="test")
+    registry.register()
+    return registry.daemon_id
+
+
+def dead_daemon(store: EventStore) -> str:
+    """A daemon registered on this host whose process has exited (killed, say)."""
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    local = LocalHost.current()
+    daemon_id = f"{local.name}:{finished.stdout.strip()}:dead"
+    row = {
+        "id": daemon_id,
+        "host": local.name,
+        "pid": int(finished.stdout),
+        "boot_id": local.boot_id,
+        "version": "0.2.0",
+        "command": "run",
+        "applications": "[]",
+        "started_at": datetime.now(UTC),
+        "heartbeat_at": datetime.now(UTC),
+    }
+    transaction(writer(store.engine), "test", lambda c: c.execute(insert(vod_daemons), row))
+    return daemon_id
+
+
+def rows_of(store: EventStore, content_key: str) -> list[dict[str, Any]]:
+    return [row for row in store.rows() if row["content_key"] == content_key]
+
+
+def test_working_stopped_working_is_three_rows_and_the_newest_says_working(
+    migrated_store: EventStore,
+) -> None:
+    daemon = live_daemon(migrated_store)
+    for n, status in enumerate(["Working", "Stopped", "Working"]):
+        saved = migrated_store.save([cast(status, f"h{n}")], at(n), holder=daemon)
+        migrated_store.settle(saved.row_ids, holder=daemon)
+
+    rows = migrated_store.rows()
+    assert [row["status"] for row in rows] == ["Working", "Stopped", "Working"]
+    assert max(rows, key=lambda row: row["id"])["status"] == "Working"
+    assert [row["deliveries"] for row in rows] == [1, 1, 1]
+    assert all(row["confirmed_at"] is not None and row["held_by"] is None for row in rows)
+
+
+def test_working_stopped_working_in_one_answer_is_three_rows_in_arrival_order(
+    migrated_store: EventStore,
+) -> None:
+    answer = [cast("Working", "h1"), cast("Stopped", "h2"), cast("Working", "h3")]
+
+    assert migrated_store.save(answer, holder=live_daemon(migrated_store)).stored == 3
+
+    rows = sorted(migrated_store.rows(), key=lambda row: row["id"])
+    assert [row["status"] for row in rows] == ["Working", "Stopped", "Working"]
+
+
+def test_a_redelivery_after_a_refused_confirm_is_one_row_also_with_a_new_null_key(
+    migrated_store: EventStore, event_factory: EventFactory
+) -> None:
+    daemon = live_daemon(migrated_store)
+    first = event_factory()
+    (row_id,) = migrated_store.save([first], at(0), holder=daemon).row_ids
+    assert migrated_store.settle(released=[Release(row_id, at(0))], holder=daemon).released == 1
+
+    again = redelivered(first, "h-2", NewEventOfARelease=None)
+    assert again.legacy_key != first.legacy_key
+    saved = migrated_store.save([again], at(31), holder=daemon)
+    migrated_store.settle(saved.row_ids, holder=daemon)
+
+    assert saved == SaveResult(stored=0, duplicates=1)
+    (row,) = migrated_store.rows()
+    assert (row["id"], row["deliveries"], row["held_by"]) == (row_id, 2, None)
+    assert row["confirmed_at"] is not None
+    assert row["event_handle"] == first.event_handle
+    assert (row["received_at"], row["delivered_at"]) == (at(0), at(31))
+
+
+def test_a_row_held_by_a_dead_daemon_takes_the_redelivery(
+    migrated_store: EventStore, event_factory: EventFactory
+) -> None:
+    crashed = dead_daemon(migrated_store)
+    first = event_factory()
+    migrated_store.save([first], at(0), holder=crashed)  # committed; then the crash
+
+    saved = migrated_store.save(
+        [redelivered(first, "h-2")], at(40), holder=live_daemon(migrated_store)
+    )
+
+    assert saved == SaveResult(stored=0, duplicates=1)
+    (row,) = migrated_store.rows()
+    assert row["deliveries"] == 2
+
+
+def test_a_row_a_living_daemon_still_confirms_does_not_take_a_twin(
+    migrated_store: EventStore,
+) -> None:
+    holder, other = live_daemon(migrated_store), live_daemon(migrated_store)
+    migrated_store.save([cast("Working", "h1")], at(0), holder=holder)  # confirm in flight
+
+    saved = migrated_store.save([cast("Working", "h2")], at(0.2), holder=other)
+    migrated_store.settle(
+        migrated_store.rows()[0]["id"] and [r["id"] for r in migrated_store.rows()], holder=holder
+    )
+
+    assert saved == SaveResult(stored=1, duplicates=0)
+    assert [row["occurrence"] for row in migrated_store.rows()] == [0, 1]
+
+
+def test_a_twin_stored_while_the_holder_still_held_folds_in_when_it_lets_go(
+    migrated_store: EventStore, event_factory: EventFactory
+) -> None:
+    slow, fast = live_daemon(migrated_store), live_daemon(migrated_store)
+    first = event_factory()
+    (held,) = migrated_store.save([first], at(0), holder=slow).row_ids
+    # Its lease ran out before the slow daemon confirmed: VOD delivered the event again.
+    (twin,) = migrated_store.save([redelivered(first, "h-2")], at(31), holder=fast).row_ids
+    migrated_store.settle([twin], holder=fast)
+    assert len(migrated_store.rows()) == 2
+
+    settled = migrated_store.settle(released=[Release(held, at(0))], holder=slow)
+
+    assert (settled.released, settled.folded) == (1, 1)
+    (row,) = migrated_store.rows()
+    assert (row["id"], row["deliveries"]) == (twin, 2)
+    assert (row["received_at"], row["event_handle"]) == (at(0), first.event_handle)
+    assert row["confirmed_at"] is not None
+
+
+def test_a_released_row_without_a_later_twin_stays_and_waits(
+    migrated_store: EventStore, event_factory: EventFactory
+) -> None:
+    daemon = live_daemon(migrated_store)
+    event = event_factory()
+    answer = [event, redelivered(event, "h-same-answer")]  # two events of one answer
+    first, second = migrated_store.save(answer, at(0), holder=daemon).row_ids
+
+    settled = migrated_store.settle(released=[Release(first, at(0))], holder=daemon)
+
+    assert (settled.released, settled.folded) == (1, 0)
+    assert [row["id"] for row in migrated_store.rows()] == [first, second]
+
+
+def race(stores: Sequence[EventStore], work: Any) -> list[Any]:
+    """Run `work(index, store)` in one thread per store, all released at once."""
+    start = threading.Barrier(len(stores))
+    results: list[Any] = [None] * len(stores)
+    errors: list[BaseException] = []
+
+    def run(index: int, store: EventStore) -> None:
+        try:
+            start.wait()
+            results[index] = work(index, store)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i, s)) for i, s in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    return results
+
+
+def test_two_daemons_racing_on_the_same_redelivery_end_with_one_row(
+    database_url: str, migrated_store: EventStore, event_factory: EventFactory
+) -> None:
+    """One copy is the expired earlier delivery (its confirm is refused), the other the
+    redelivery (confirmed): whoever wins the row, the other's copy folds in."""
+    first = event_factory()
+    migrated_store.save([first], at(0))  # stored without a holder: nobody holds it
+    daemons = [live_daemon(migrated_store), live_daemon(migrated_store)]
+    copies = [(redelivered(first, "h-expired"), at(31)), (redelivered(first, "h-valid"), at(62))]
+    stores = [EventStore.connect(database_url) for _ in daemons]
+    try:
+        saved = race(
+            stores,
+            lambda i, store: store.save([copies[i][0]], copies[i][1], holder=daemons[i]),
+        )
+        # The expired copy's confirm is refused; the valid one's goes through.
+        stores[0].settle(released=[Release(saved[0].row_ids[0], copies[0][1])], holder=daemons[0])
+        stores[1].settle(saved[1].row_ids, holder=daemons[1])
+    finally:
+        for store in stores:
+            store.dispose()
+
+    (row,) = migrated_store.rows()
+    assert row["deliveries"] == 3
+    assert row["confirmed_at"] is not None
+    assert row["held_by"] is None
+    assert row["received_at"] == at(0)
+
+
+def test_two_daemons_storing_one_new_event_at_once_end_with_one_row(
+    database_url: str, migrated_store: EventStore, event_factory: EventFactory
+) -> None:
+    """Both copies new to the database: one insert wins the unique key, the other decides
+    again; the expired copy folds in when its confirm is refused."""
+    first = event_factory()
+    daemons = [live_daemon(migrated_store), live_daemon(migrated_store)]
+    copies = [(first, at(0)), (redelivered(first, "h-valid"), at(31))]
+    stores = [EventStore.connect(database_url) for _ in daemons]
+    try:
+        saved = race(
+            stores,
+            lambda i, store: store.save([copies[i][0]], copies[i][1], holder=daemons[i]),
+        )
+        assert sorted(result.stored for result in saved) == [1, 1]
+        stores[0].settle(released=[Release(saved[0].row_ids[0], copies[0][1])], holder=daemons[0])
+        stores[1].settle(saved[1].row_ids, holder=daemons[1])
+    finally:
+        for store in stores:
+            store.dispose()
+
+    (row,) = migrated_store.rows()
+    assert row["deliveries"] == 2
+    assert row["confirmed_at"] is not None
+    assert row["held_by"] is None
+
+
+def test_a_heartbeat_reaps_dead_daemons_and_lets_go_of_their_rows(
+    migrated_store: EventStore, event_factory: EventFactory
+) -> None:
+    crashed = dead_daemon(migrated_store)
+    migrated_store.save([event_factory()], at(0), holder=crashed)
+    registry = DaemonRegistry(migrated_store.engine, command="test")
+    registry.register()
+
+    assert registry.reap() == [crashed]
+
+    (row,) = migrated_store.rows()
+    assert row["held_by"] is None
+    assert [record.id for record in registry.records()] == [registry.daemon_id]

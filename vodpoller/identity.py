@@ -1,0 +1,153 @@
+"""Pure: event identity. Which stored row a delivered entry is (a redelivery, absorbed) or
+whether it is a new event (a new row), decided from the rows that say the same thing.
+
+VOD entries carry no event id, and identical content is not proof of a redelivery: a cast
+goes Working, Stopped, Working and sends the same Working twice. What VOD does promise:
+
+- an event comes again only when its confirm did not take effect (lost, refused because the
+  30 s had passed, never sent because the consumer died between commit and confirm);
+- the entries of one answer are distinct events.
+
+So a delivery is a redelivery of a stored row of the same content only when that row's
+confirm is known not to have taken effect: the row is not confirmed and no living daemon
+holds it (a daemon holds the rows whose confirm it still has to send or hear back from;
+it lets go when the confirm fails, and a daemon that died lets go of everything). Anything
+else is a new event with the next occurrence number of that content.
+
+A delivery that arrives while the row it repeats is still held (the holder's lease ran out
+before it confirmed, so VOD delivered the event again) becomes a new row at first. The
+holder's confirm then fails, because the handle expired, and releasing the row folds it into
+the twin delivered after it (`fold_target`): one row again. If the two were in fact
+distinct events, the released one is delivered again later (its confirm did not take
+effect) and becomes a row of its own then, so folding never loses an event.
+
+The one case that cannot be told apart: a daemon dies after VOD took its confirm and before
+the database recorded it; a later event identical to that one is then taken for its
+redelivery. The window is one confirm round trip; the alternative (a new row whenever the
+holder died) would turn every crash between commit and confirm, a far wider window, into a
+duplicate row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+class Keyed(Protocol):
+    """What identity needs of a parsed event."""
+
+    @property
+    def content_key(self) -> str: ...
+
+    @property
+    def legacy_key(self) -> str: ...
+
+
+@dataclass
+class StoredRow:
+    """A row of the same content as some delivery, as the database holds it now."""
+
+    row_id: int
+    content_key: str
+    occurrence: int
+    confirmed: bool
+    held_by: str | None
+    delivered_at: datetime  # when its latest delivery arrived
+
+
+@dataclass(frozen=True)
+class Absorb:
+    """The delivery is a redelivery of `row_id`. `seen_holder` is the holder the decision
+    saw (None, or a dead daemon): the write must find it unchanged, or decide again."""
+
+    row_id: int
+    seen_holder: str | None
+
+
+@dataclass(frozen=True)
+class NewRow:
+    """The delivery is a new event: a row with this occurrence number and dedup key."""
+
+    occurrence: int
+    dedup_key: str
+
+
+Decision = Absorb | NewRow
+
+
+def dedup_key(content_key: str, legacy_key: str, occurrence: int) -> str:
+    """The first event of some content keeps the key of version 0.1 (its first delivery as
+    received, null keys included), so daemons of both versions share rows during an upgrade;
+    the n-th later one gets SHA-256 hex of `<content_key>#<n>`."""
+    if occurrence == 0:
+        return legacy_key
+    return hashlib.sha256(f"{content_key}#{occurrence}".encode()).hexdigest()
+
+
+def plan(
+    answers: Sequence[Sequence[Keyed]],
+    rows: Iterable[StoredRow],
+    *,
+    holder: str | None,
+    dead: Collection[str] = (),
+) -> list[list[Decision]]:
+    """One decision per delivery, answer by answer, in order. `rows` are the stored rows of
+    the same contents; `dead` the holders known to have died; `holder` the daemon storing
+    them (None: nobody will confirm them). Within the plan no row takes two deliveries,
+    whichever answers they are in: each is in our hands until we confirm it."""
+    by_content: dict[str, list[StoredRow]] = {}
+    for stored in rows:
+        by_content.setdefault(stored.content_key, []).append(stored)
+    for same in by_content.values():
+        same.sort(key=lambda row: row.occurrence)
+    taken: set[int] = set()  # rows that took a delivery of this plan: now in our hands
+    decisions: list[list[Decision]] = []
+    for answer in answers:
+        decided: list[Decision] = []
+        for event in answer:
+            same = by_content.setdefault(event.content_key, [])
+            redelivered = next(
+                (r for r in same if r.row_id not in taken and _redeliverable(r, holder, dead)),
+                None,
+            )
+            if redelivered is not None:
+                decided.append(Absorb(redelivered.row_id, redelivered.held_by))
+                taken.add(redelivered.row_id)
+                continue
+            occurrence = max((r.occurrence for r in same), default=-1) + 1
+            decided.append(
+                NewRow(occurrence, dedup_key(event.content_key, event.legacy_key, occurrence))
+            )
+            # Not stored yet (no id): it only counts for the occurrence numbers that follow.
+            same.append(StoredRow(-1, event.content_key, occurrence, False, holder, datetime.min))
+        decisions.append(decided)
+    return decisions
+
+
+def _redeliverable(row: StoredRow, holder: str | None, dead: Collection[str]) -> bool:
+    """The row's confirm is known not to have taken effect: not confirmed, and let go of."""
+    if row.confirmed or row.row_id < 0:
+        return False
+    return row.held_by is None or (row.held_by != holder and row.held_by in dead)
+
+
+def fold_target(
+    released: StoredRow, answered_at: datetime, twins: Iterable[StoredRow]
+) -> int | None:
+    """The row a released one is the same event as: of the twins (same content) delivered
+    after the released delivery's answer, the first. None when there is none. A twin from the
+    same answer (same time) is a distinct event by VOD's rule, so it never counts."""
+    later = [
+        twin
+        for twin in twins
+        if twin.row_id != released.row_id
+        and twin.content_key == released.content_key
+        and twin.delivered_at > answered_at
+    ]
+    if not later:
+        return None
+    return min(later, key=lambda twin: (twin.delivered_at, twin.row_id)).row_id
