@@ -7,6 +7,8 @@ version; every other statement is for all three."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,11 +17,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from tests.acceptance.test_cli import _env
+from tests.conftest import EmulatorFactory
 from tests.databases import EventFactory
+from tests.helpers import emulator_config
+from vodpoller.emulator.admin import EmulatorAdmin
 from vodpoller.migrate import upgrade
 from vodpoller.store import EventStore
 
@@ -31,6 +38,7 @@ FILE_ID = "5285890784246869930"  # the README's example file
 
 @dataclass(frozen=True)
 class Example:
+    block: int  # which ```sql block of the README
     topic: str  # the first comment of its group, e.g. "Failed tasks of the last day"
     sql: str
     kinds: frozenset[str]
@@ -38,7 +46,7 @@ class Example:
 
 def readme_examples(readme: str) -> list[Example]:
     examples: list[Example] = []
-    for block in re.findall(r"```sql\n(.*?)```", readme, re.DOTALL):
+    for number, block in enumerate(re.findall(r"```sql\n(.*?)```", readme, re.DOTALL)):
         kinds, topic, lines = EVERY, "", []
         for line in block.splitlines():
             text = line.strip()
@@ -52,7 +60,7 @@ def readme_examples(readme: str) -> list[Example]:
             else:
                 lines.append(line)
                 if text.endswith(";"):
-                    examples.append(Example(topic, "\n".join(lines), kinds))
+                    examples.append(Example(number, topic, "\n".join(lines), kinds))
                     lines = []
     return examples
 
@@ -125,6 +133,57 @@ def test_every_sql_example_of_the_readme_runs(
     assert [row[2] for row in history] == ["FINISH", "PROCESSING"]
     per_type = results["Events per type and how often VOD delivered them more than once"]
     assert [tuple(row[:2]) for row in per_type] == [("ProcedureStateChanged", 4)]
+
+
+def test_the_readme_grants_are_enough_for_a_daemon_that_does_not_migrate(
+    database_url: str, emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    kind = make_url(database_url).get_backend_name()
+    if kind == "sqlite":
+        pytest.skip("SQLite has no users to grant to")
+    kind = "mysql" if kind == "mariadb" else kind
+    upgrade(database_url)  # `vodpoller migrate` by a user that may
+    role = f"vp_{uuid.uuid4().hex[:12]}"
+    database = f"{role}_db" if kind == "postgresql" else str(make_url(database_url).database)
+    emulator = emulator_factory()
+    EmulatorAdmin(emulator.url).generate(20)
+    as_role = make_url(database_url).set(username=role, password="...")  # the README's password
+    config = emulator_config(
+        tmp_path / "config.toml", emulator, as_role.render_as_string(hide_password=False)
+    )
+    # The user as the README creates it, then only the grants for a daemon that does not
+    # migrate (not the first block's, which would let it change the schema).
+    ours = [e for e in EXAMPLES if kind in e.kinds]
+    creates = [e for e in ours if re.match(r"CREATE (ROLE|USER)", e.sql)]
+    restricted = next(e.block for e in EXAMPLES if "alembic_version" in e.sql)
+    grants = [e for e in ours if e.block == restricted]
+    assert len(creates) == 1
+    assert grants
+    with _autocommit(database_url) as connection:
+        try:
+            for example in creates + grants:
+                connection.execute(text(_as_written_for(example.sql, kind, role, database)))
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "vodpoller",
+                    "once",
+                    "--no-migrate",
+                    "--config",
+                    str(config),
+                ],
+                env=_env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        finally:
+            _drop(connection, kind, role, database)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("pulled=20 stored=20 duplicates=0 confirmed=20")
 
 
 def _drop(connection: Connection, kind: str, role: str, database: str) -> None:
