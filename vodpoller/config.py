@@ -8,7 +8,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -137,11 +137,61 @@ class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+# [host]:port, host[:port] or a bare port; IPv6 in brackets.
+_LISTEN = re.compile(r"(?:(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]]*):)?(?P<port>\d{1,5})")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`host:port` -> (host, port). No host means 127.0.0.1: nothing listens beyond this
+    machine unless an address says so. The host is an IP address or `localhost`."""
+    match = _LISTEN.fullmatch(value.strip())
+    if not match:
+        raise ValueError(f"must be host:port, e.g. 127.0.0.1:9464 or [::1]:9464, not {value!r}")
+    host = (match["host"] or "127.0.0.1").strip("[]")
+    port = int(match["port"])
+    if port > 65535:
+        raise ValueError(f"port {port} is above 65535")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is neither an IP address nor localhost") from None
+    return host, port
+
+
+class MetricsSettings(_Section):
+    # Off while empty. Anything but a loopback address exposes /metrics and /healthz to the
+    # network: that is the user's explicit choice.
+    listen: str = ""
+    health_window_seconds: float = Field(120.0, gt=0)
+    # DescribeEventsState per application, for the backlog gauge: a modest pace, far inside
+    # the API's 100 requests per second.
+    backlog_interval_seconds: float = Field(60.0, ge=5)
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value.strip():
+            parse_listen(value)
+        return value.strip()
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to serve on, or None when metrics are off."""
+        return parse_listen(self.listen) if self.listen else None
+
+
+class RetentionSettings(_Section):
+    days: int = Field(0, ge=0)  # 0: keep every row
+
+
 class Settings(_Section):
     vod: VodSettings = VodSettings()
     poll: PollSettings = PollSettings()
     database: DatabaseSettings = DatabaseSettings()
     logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    retention: RetentionSettings = RetentionSettings()
 
 
 def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
@@ -180,10 +230,68 @@ def _describe(error: ValidationError, source: str) -> str:
     return "; ".join(lines)
 
 
+# Secrets as files in $CREDENTIALS_DIRECTORY (systemd's LoadCredential=): file name -> key.
+CREDENTIALS_VARIABLE: Final = "CREDENTIALS_DIRECTORY"
+CREDENTIAL_KEYS: Final = {
+    "secret_id": ("vod", "secret_id"),
+    "secret_key": ("vod", "secret_key"),
+    "token": ("vod", "token"),
+    "database_url": ("database", "url"),
+}
+
+
+def read_credentials(env: Mapping[str, str]) -> dict[str, str]:
+    """The credential files present in `$CREDENTIALS_DIRECTORY`, by name; a file that is not
+    there is not used. Messages name the file, never its content."""
+    directory = env.get(CREDENTIALS_VARIABLE)
+    if not directory:
+        return {}
+    if not Path(directory).is_dir():
+        raise ConfigError(f"{CREDENTIALS_VARIABLE}={directory} is not a directory")
+    found: dict[str, str] = {}
+    for name in CREDENTIAL_KEYS:
+        path = Path(directory) / name
+        try:
+            # A trailing newline (echo, an editor) is not part of a key or a URL.
+            value = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            continue
+        except UnicodeDecodeError:
+            raise ConfigError(f"credential {path}: not UTF-8 text") from None
+        except OSError as error:
+            raise ConfigError(f"credential {path}: cannot read: {error.strerror}") from None
+        if not value:
+            raise ConfigError(f"credential {path}: empty")
+        found[name] = value
+    pair = {"secret_id", "secret_key"} & found.keys()
+    if len(pair) == 1 or ("token" in found and not pair):
+        given = sorted(found.keys() & {"secret_id", "secret_key", "token"})
+        missing = sorted({"secret_id", "secret_key"} - found.keys())
+        raise ConfigError(
+            f"credentials in {directory}: {' and '.join(given)} without "
+            f"{' and '.join(missing)}: a key pair (and its token) go together"
+        )
+    return found
+
+
+def _set(document: dict[str, Any], section: str, key: str, value: Any) -> None:
+    document.setdefault(section, {})
+    if isinstance(document[section], dict):  # else validation names the wrong type
+        document[section][key] = value
+
+
 def _apply_environment(document: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """Credential files win over the TOML; environment variables win over both."""
     merged = {
         key: dict(value) if isinstance(value, dict) else value for key, value in document.items()
     }
+    credentials = read_credentials(env)
+    if "database_url" in credentials:
+        _set(merged, "database", "url", credentials["database_url"])
+    if "secret_id" in credentials:
+        _set(merged, "vod", "secret_id", credentials["secret_id"])
+        _set(merged, "vod", "secret_key", credentials["secret_key"])
+        _set(merged, "vod", "token", credentials.get("token"))
     if env.get("VODPOLLER_DATABASE_URL"):
         merged.setdefault("database", {})
         if isinstance(merged["database"], dict):

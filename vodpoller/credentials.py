@@ -1,6 +1,7 @@
 """Where the Tencent Cloud credentials come from, said without a secret, for `vodpoller check`.
 The order is the one `config` and `source.resolve_credential` follow: the environment, the
-configuration file, then the SDK's chain (profile file, CVM role, TKE OIDC)."""
+credentials directory (systemd's LoadCredential=), the configuration file, then the SDK's chain
+(profile file, CVM role, TKE OIDC)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from tencentcloud.common import credential as sdk_credential
+
+from vodpoller.config import CREDENTIALS_VARIABLE, read_credentials
 
 ENV_ID = "TENCENTCLOUD_SECRET_ID"
 ENV_KEY = "TENCENTCLOUD_SECRET_KEY"
@@ -60,23 +63,34 @@ def origin(
 ) -> str:
     """Where `credential` came from, and which other keys it wins over; never a secret."""
     in_env = {name: bool(env.get(name)) for name in (ENV_ID, ENV_KEY, ENV_TOKEN)}
-    env_pair = in_env[ENV_ID] and in_env[ENV_KEY]
+    directory = env.get(CREDENTIALS_VARIABLE)
     profile = profile_file()
-    profile_has_key = profile is not None and _profile_has_key(profile)
-    notes: list[str] = []
-    if env_pair:
+    # Each source that holds a key pair, in the order that decides (config._apply_environment,
+    # then the SDK's chain): (what wins, where it is, what it is).
+    holders: list[tuple[str, str, str]] = []
+    if in_env[ENV_ID] and in_env[ENV_KEY]:
         names = ", ".join(name for name, present in in_env.items() if present)
-        used = f"environment ({names})"
-        if config_has_key:
-            notes.append(f"vod.secret_id in {config_file} is not used: the environment wins")
-        if profile_has_key:
-            notes.append(f"{profile} is not used: the environment wins")
-    elif config_has_key:
-        used = f"configuration file {config_file} (vod.secret_id, vod.secret_key)"
-        if profile_has_key:
-            notes.append(f"{profile} is not used: the configuration file wins")
-    else:
-        used = _from_chain(credential)
+        holders.append(("the environment", "", f"environment ({names})"))
+    if directory and "secret_id" in read_credentials(env):
+        holders.append(
+            (
+                "the credentials directory",
+                f"{directory}/secret_id",
+                f"credentials directory {directory} (secret_id, secret_key)",
+            )
+        )
+    if config_has_key:
+        holders.append(
+            (
+                "the configuration file",
+                f"vod.secret_id in {config_file}",
+                f"configuration file {config_file} (vod.secret_id, vod.secret_key)",
+            )
+        )
+    if profile is not None and _profile_has_key(profile):
+        holders.append(("the profile file", str(profile), _from_chain(credential)))
+    used = holders[0][2] if holders else _from_chain(credential)
+    notes = [f"{where} is not used: {holders[0][0]} wins" for _, where, _ in holders[1:]]
     if in_env[ENV_ID] != in_env[ENV_KEY]:
         present, missing = (ENV_ID, ENV_KEY) if in_env[ENV_ID] else (ENV_KEY, ENV_ID)
         notes.append(f"{present} is ignored without {missing}")

@@ -11,6 +11,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -31,6 +32,7 @@ from vodpoller.output import (
     write_stream,
 )
 from vodpoller.queries import AGE_EXAMPLES, EventFilter, EventQueries, parse_moment
+from vodpoller.retention import count_before, purge_before
 from vodpoller.signals import until_stopped
 
 _LIMIT = number(int, at_least=1)
@@ -56,9 +58,9 @@ def _database_url(args: argparse.Namespace) -> str:
 
 
 @contextlib.contextmanager
-def _queries(args: argparse.Namespace) -> Iterator[EventQueries]:
-    # Reading never writes: a SQLite file is opened read-only, nothing missing is created.
-    store = open_at_head(_database_url(args), read_only=True)
+def _queries(args: argparse.Namespace, *, write: bool = False) -> Iterator[EventQueries]:
+    # Nothing missing is created, and reading never writes: a SQLite file is opened read-only.
+    store = open_at_head(_database_url(args), read_only=not write)
     try:
         yield EventQueries(store)
     finally:
@@ -128,6 +130,28 @@ def _output(path: str | None) -> Iterator[TextIO]:
             yield file
     except OSError as error:
         raise ConfigError(f"cannot write {path}: {error.strerror}") from None
+
+
+def _purge(args: argparse.Namespace) -> int:
+    before = parse_moment(args.before)
+    if before > datetime.now(UTC):
+        raise ConfigError(
+            f"--before {args.before} is in the future: that would remove the events being "
+            "stored now too"
+        )
+    when = before.isoformat(timespec="seconds")
+    with _queries(args, write=not args.dry_run) as queries:
+        if args.dry_run:
+            count = count_before(queries.engine, before)
+            print(f"would remove {count} event(s) received before {when}")
+            return 0
+        with until_stopped() as stopped:
+            count = purge_before(queries.engine, before, stop=stopped)
+        if stopped.is_set():
+            print(f"stopped early: removed {count} event(s) received before {when}")
+            return 1
+    print(f"removed {count} event(s) received before {when}")
+    return 0
 
 
 # Ids are given at INSERT but seen at COMMIT, and concurrent batches commit out of order:
@@ -254,3 +278,18 @@ def add_events_command(
         help="between looks for new events, more than 0 (%(default)s)",
     )
     tail.set_defaults(handler=_tail)
+    purge = actions.add_parser(
+        "purge",
+        parents=[source],
+        help="remove the events received before a time, in small batches; print how many",
+    )
+    purge.add_argument(
+        "--before",
+        required=True,
+        metavar="WHEN",
+        help="ISO 8601 (UTC by default) or an age: 90d removes what is older than 90 days",
+    )
+    purge.add_argument(
+        "--dry-run", action="store_true", help="count what would be removed, remove nothing"
+    )
+    purge.set_defaults(handler=_purge)

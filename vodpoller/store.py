@@ -203,22 +203,38 @@ class EventStore:
     ) -> SettleResult:
         """Record how confirms went, in one transaction: `confirmed` rows get `confirmed_at`;
         `released` rows are let go of (their event comes back) and folded into the twin that
-        arrived after them, if any (identity.fold_target)."""
+        was delivered after them, if any (identity.fold_target)."""
         if not confirmed and not released:
             return SettleResult(0, 0, 0)
         when = _utc(at)
-
-        def work(connection: Connection) -> SettleResult:
-            marked = 0
-            for chunk in _chunks(sorted(set(confirmed))):
-                marked += connection.execute(
-                    _CONFIRM, {"row_ids": list(chunk), "at": when, "holder": holder}
-                ).rowcount
-            folded = sum(_release(connection, item, holder) for item in released)
-            return SettleResult(marked, len(released), folded)
-
         count = len(set(confirmed)) + len(released)
-        return transaction(self._writer, f"recording how {count} confirms went", work)
+        return transaction(
+            self._writer,
+            f"recording how {count} confirms went",
+            lambda connection: _settle(connection, confirmed, released, holder, when),
+        )
+
+    def write(
+        self,
+        answers: Sequence[Answer],
+        confirmed: Sequence[int],
+        released: Sequence[Release],
+        *,
+        holder: str | None,
+    ) -> tuple[list[SaveResult], SettleResult]:
+        """`settle` and `save_answers` in one transaction, in that order (a row let go of
+        can take its redelivery in the same transaction): the store worker's one write."""
+        if not any(answer.events for answer in answers):
+            settled = self.settle(confirmed, released, holder=holder)
+            return [SaveResult(0, 0) for _ in answers], settled
+        when = datetime.now(UTC)
+        count = sum(len(answer.events) for answer in answers)
+
+        def work(connection: Connection) -> tuple[list[SaveResult], SettleResult]:
+            settled = _settle(connection, confirmed, released, holder, when)
+            return _save(connection, answers, holder), settled
+
+        return transaction(self._writer, f"storing a batch of {count} events", work)
 
     # -- small reads ---------------------------------------------------------------------
 
@@ -379,6 +395,22 @@ def _row(
 
 
 # -- letting go and folding ----------------------------------------------------------------
+
+
+def _settle(
+    connection: Connection,
+    confirmed: Collection[int],
+    released: Sequence[Release],
+    holder: str | None,
+    when: datetime,
+) -> SettleResult:
+    marked = 0
+    for chunk in _chunks(sorted(set(confirmed))):
+        marked += connection.execute(
+            _CONFIRM, {"row_ids": list(chunk), "at": when, "holder": holder}
+        ).rowcount
+    folded = sum(_release(connection, item, holder) for item in released)
+    return SettleResult(marked, len(released), folded)
 
 
 def _release(connection: Connection, release: Release, holder: str | None) -> int:

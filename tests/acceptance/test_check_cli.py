@@ -93,6 +93,33 @@ def test_check_names_the_configuration_file(tmp_path: Path, home: Path, emulator
     )
 
 
+def test_check_names_the_credentials_directory_and_says_it_wins_over_the_file(
+    tmp_path: Path, home: Path, emulator: Emulator
+) -> None:
+    config = _config(tmp_path, emulator, secret_id="AKIDfileKeyNotUsed0001", secret_key="x")
+    directory = tmp_path / "credentials"
+    directory.mkdir()
+    (directory / "secret_id").write_text(SECRET_ID + "\n")
+    (directory / "secret_key").write_text(SECRET_KEY + "\n")
+
+    done = vodpoller(
+        "check",
+        "--config",
+        str(config),
+        cwd=tmp_path,
+        HOME=str(home),
+        CREDENTIALS_DIRECTORY=str(directory),
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _credentials_line(done.stdout) == (
+        f"ok    credentials: credentials directory {directory} (secret_id, secret_key), "
+        f"SecretId ending 0042; vod.secret_id in {config} is not used: the credentials "
+        "directory wins"
+    )
+    assert SECRET_KEY not in done.stdout + done.stderr
+
+
 def test_check_names_the_profile_file(tmp_path: Path, home: Path, emulator: Emulator) -> None:
     config = _config(tmp_path, emulator)
     profile = _profile(home, SECRET_ID, SECRET_KEY)

@@ -55,8 +55,13 @@ def test_every_sample_type_is_stored_with_its_typed_columns(
     for sample in samples:
         expected = parse_entry(sample, None)
         row = rows[sample["EventType"]]
-        for column in (*PAYLOAD_COLUMNS, "dedup_key"):
+        for column in PAYLOAD_COLUMNS:
             assert row[column] == getattr(expected, column), (sample["EventType"], column)
+        assert (row["dedup_key"], row["content_key"], row["occurrence"]) == (
+            expected.legacy_key,
+            expected.content_key,
+            0,
+        )
         payload = dict(row["payload"])
         assert payload.pop("EventHandle") == row["event_handle"]
         assert payload == sample
