@@ -1,24 +1,39 @@
-"""Wiring: settings -> store, source, poller, service. The CLI and the demo build through here."""
+"""Wiring: settings -> store, source, poller. `once`, the demo and `run` (daemon.py) build
+through here; every step that can wait (the credential chain, a database that is down, the
+migration lock) can be cut short by a stop request."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Final, TypeVar
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from vodpoller import logs, migrate
 from vodpoller.config import Settings
-from vodpoller.daemons import DaemonRegistry, Heartbeat
-from vodpoller.errors import StorageError
-from vodpoller.poller import DrainResult, Poller
-from vodpoller.service import Service
-from vodpoller.signals import on_hangup
+from vodpoller.daemons import DaemonRegistry, Heartbeat, Progress
+from vodpoller.errors import SchemaError, StorageError, VodpollerError, describe
+from vodpoller.logs import get_logger
+from vodpoller.metrics import Metrics
+from vodpoller.poller import DrainResult, Poller, Rates
 from vodpoller.source import EventSource, VodEventSource, resolve_credential
 from vodpoller.store import EventStore
+
+log = get_logger(__name__)
+
+_T = TypeVar("_T")
+DATABASE_WAIT_SECONDS: Final = (1.0, 30.0)  # first and longest pause between attempts
+DATABASE_REPORT_SECONDS: Final = 300.0  # a long wait is logged again this often
+
+
+class Interrupted(VodpollerError):  # noqa: N818 (a stop request, not a failure)
+    """A stop request came while starting up."""
 
 
 def secrets_of(settings: Settings) -> list[str]:
@@ -37,13 +52,39 @@ def configure_logging(settings: Settings) -> None:
     logs.add_secrets(secrets_of(settings))
 
 
+def interruptible(work: Callable[[], _T], stop: threading.Event | None, what: str) -> _T:
+    """Run `work` in a thread of its own and wait for it, or for `stop` (`Interrupted`).
+    What cannot be cut short (a DNS lookup, a lock wait in the database) is left to finish
+    or die with the process."""
+    if stop is None:
+        return work()
+    outcome: list[_T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as error:  # noqa: BLE001 (raised in the caller's thread)
+            failure.append(error)
+
+    thread = threading.Thread(target=run, name=what, daemon=True)
+    thread.start()
+    while thread.is_alive():
+        if stop.wait(0.05):
+            raise Interrupted(f"stopped while {what}")
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
 def open_store(settings: Settings, *, run_migrations: bool) -> EventStore:
     if not run_migrations:
         # Before anything is pulled: a schema the code does not expect would fail every batch.
+        # A database that does not answer is a StorageError, waited for at start; this is not.
         try:
             return migrate.open_at_head(settings.database.url)
-        except StorageError as error:
-            raise StorageError("cannot start with --no-migrate") from error
+        except SchemaError as error:
+            raise SchemaError("cannot start with --no-migrate") from error
     store = EventStore.connect(settings.database.url)
     try:
         migrate.upgrade(store.engine)
@@ -53,14 +94,67 @@ def open_store(settings: Settings, *, run_migrations: bool) -> EventStore:
     return store
 
 
+def open_store_waiting(
+    settings: Settings,
+    *,
+    run_migrations: bool,
+    stop: threading.Event,
+    waiting: Callable[[str], None] | None = None,
+) -> EventStore:
+    """`open_store`, again and again with growing pauses while the database is down (a log
+    line when the wait begins and every few minutes; `waiting` told each time), until it
+    answers or a stop request comes (`Interrupted`)."""
+    first, longest = DATABASE_WAIT_SECONDS
+    attempt = 0
+    began = reported = time.monotonic()
+    while True:
+        try:
+            store = interruptible(
+                lambda: open_store(settings, run_migrations=run_migrations),
+                stop,
+                "opening the database",
+            )
+        except StorageError as error:
+            attempt += 1
+            now = time.monotonic()
+            if attempt == 1 or now - reported >= DATABASE_REPORT_SECONDS:
+                reported = now
+                log.warning(
+                    "database unavailable at start; waiting for it",
+                    error=describe(error),
+                    attempts=attempt,
+                    seconds=round(now - began),
+                )
+            if waiting is not None:
+                waiting(describe(error))
+            if stop.wait(min(longest, first * 2 ** (attempt - 1))):
+                raise Interrupted("stopped while waiting for the database") from error
+            continue
+        if attempt:
+            log.info(
+                "database available", attempts=attempt, seconds=round(time.monotonic() - began)
+            )
+        return store
+
+
 def make_source(settings: Settings) -> VodEventSource:
+    """The SDK-backed source. A stop does not cut its requests short: a pull in flight may
+    be leasing events, and cutting it would leave them leased until VOD gives them out again
+    (30 s); its deadline (`request_timeout_seconds`) bounds the wait instead."""
     return VodEventSource(
         settings.vod, resolve_credential(settings.vod), settings.poll.rate_limit_per_second
     )
 
 
 def make_poller(
-    settings: Settings, source: EventSource, store: EventStore, holder: str | None = None
+    settings: Settings,
+    source: EventSource,
+    store: EventStore,
+    *,
+    holder: str | None = None,
+    stop: threading.Event | None = None,
+    metrics: Metrics | None = None,
+    progressed: Callable[[int | None], None] | None = None,
 ) -> Poller:
     return Poller(
         source,
@@ -68,6 +162,10 @@ def make_poller(
         concurrency=settings.poll.concurrency,
         confirm_budget_seconds=settings.poll.confirm_budget_seconds,
         holder=holder,
+        rates=Rates.per_second(settings.poll.rate_limit_per_second),
+        stop=stop,
+        metrics=metrics,
+        progressed=progressed,
     )
 
 
@@ -93,14 +191,40 @@ class Components:
             self.registry.unregister()
         finally:
             self.store.dispose()
+            if isinstance(self.source, VodEventSource):
+                self.source.close()  # its kept-alive connections
 
 
 @contextlib.contextmanager
 def components(
-    settings: Settings, *, run_migrations: bool = True, command: str = "once"
+    settings: Settings,
+    *,
+    run_migrations: bool = True,
+    command: str = "once",
+    stop: threading.Event | None = None,
+    source: EventSource | None = None,
+    metrics: Metrics | None = None,
+    progressed: Callable[[int | None], None] | None = None,
+    progress: Callable[[], Progress] | None = None,
+    waiting: Callable[[str], None] | None = None,
 ) -> Iterator[Components]:
-    source = make_source(settings)  # credentials first: no point touching the database without
-    store = open_store(settings, run_migrations=run_migrations)
+    """Everything a drain needs, closed on the way out. With `stop`, a database that is down
+    is waited for and a stop request cuts the start-up short (`Interrupted`)."""
+    # One stop for all: it ends the drains (and cuts the start-up short).
+    stop = stop or threading.Event()
+    if source is None:
+        # Credentials first: no point in touching the database without them.
+        source = interruptible(lambda: make_source(settings), stop, "finding credentials")
+    if waiting is not None:
+        store = open_store_waiting(
+            settings, run_migrations=run_migrations, stop=stop, waiting=waiting
+        )
+    else:
+        store = interruptible(
+            lambda: open_store(settings, run_migrations=run_migrations),
+            stop,
+            "opening the database",
+        )
     try:
         registry = DaemonRegistry(
             store.engine, command=command, applications=settings.vod.applications
@@ -112,8 +236,18 @@ def components(
     except BaseException:
         store.dispose()
         raise
-    poller = make_poller(settings, source, store, holder=registry.daemon_id)
-    built = Components(settings, store, source, poller, registry, Heartbeat(registry).start())
+    poller = make_poller(
+        settings,
+        source,
+        store,
+        holder=registry.daemon_id,
+        stop=stop,
+        metrics=metrics,
+        progressed=progressed,
+    )
+    built = Components(
+        settings, store, source, poller, registry, Heartbeat(registry, progress).start()
+    )
     try:
         yield built
     finally:
@@ -136,18 +270,8 @@ def drain_all(poller: Poller, applications: tuple[int | None, ...]) -> DrainResu
     return total
 
 
-def run_once(settings: Settings, *, run_migrations: bool = True) -> DrainResult:
-    with components(settings, run_migrations=run_migrations) as built:
+def run_once(
+    settings: Settings, *, run_migrations: bool = True, stop: threading.Event | None = None
+) -> DrainResult:
+    with components(settings, run_migrations=run_migrations, stop=stop) as built:
         return built.drain()
-
-
-def run_service(settings: Settings, *, run_migrations: bool = True) -> int:
-    # From the start, migrations included: a SIGHUP's default action would end the daemon.
-    with on_hangup(), components(settings, run_migrations=run_migrations, command="run") as built:
-        service = Service(
-            built.poller,
-            settings.vod.applications,
-            interval_seconds=settings.poll.interval_seconds,
-            max_backoff_seconds=settings.poll.max_backoff_seconds,
-        )
-        return service.run()

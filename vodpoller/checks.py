@@ -170,9 +170,12 @@ def run_checks(
     if found:
         source = VodEventSource(settings.vod, found[0], settings.poll.rate_limit_per_second)
         where = f"{settings.vod.scheme}://{settings.vod.endpoint}"
-        for app in settings.vod.applications:
+        try:
+            for app in settings.vod.applications:
 
-            def backlog(app: int | None = app) -> str:
-                return f"{where} answered; about {source.backlog(app)} event(s) waiting"
+                def backlog(app: int | None = app) -> str:
+                    return f"{where} answered; about {source.backlog(app)} event(s) waiting"
 
-            yield _probe(f"VOD API ({_app_name(app)})", backlog)
+                yield _probe(f"VOD API ({_app_name(app)})", backlog)
+        finally:
+            source.close()

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from vodpoller import __version__, app, logs
 from vodpoller.arguments import number
 from vodpoller.config import Settings, config_path, load_settings
 from vodpoller.errors import ConfigError, VodpollerError, describe
 from vodpoller.events_cli import add_events_command
-from vodpoller.signals import until_stopped
+from vodpoller.signals import on_stop, until_stopped
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -27,16 +29,28 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings, _ = _settings(args)
+    from vodpoller import daemon
+
+    settings, path = _settings(args)
     app.configure_logging(settings)
-    return app.run_service(settings, run_migrations=not args.no_migrate)
+    return daemon.run(settings, Path(path), run_migrations=not args.no_migrate)
 
 
 def _once(args: argparse.Namespace) -> int:
     settings, _ = _settings(args)
     app.configure_logging(settings)
-    result = app.run_once(settings, run_migrations=not args.no_migrate)
+    stop = threading.Event()
+    # Ctrl-C: stop pulling, store and confirm what is in hand, then say what was done.
+    with on_stop(stop.set):
+        try:
+            result = app.run_once(settings, run_migrations=not args.no_migrate, stop=stop)
+        except app.Interrupted:
+            print("vodpoller: stopped before the first pull", file=sys.stderr)
+            return EXIT_FAILURE
     print(result.summary(), flush=True)
+    if stop.is_set():
+        print("vodpoller: interrupted: the summary counts what was done", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 

@@ -26,6 +26,11 @@ from vodpoller.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/vodpoller/config.toml")
 DEFAULT_DATABASE_URL = "sqlite:////var/lib/vodpoller/events.db"
+# PullEvents holds a request up to 5 s when no event waits; a request needs that and some
+# time to connect and to read the answer. A pulled event's handle expires 30 s after the pull.
+LONG_POLL_SECONDS = 5.0
+MIN_REQUEST_TIMEOUT_SECONDS = 7.0
+MAX_REQUEST_TIMEOUT_SECONDS = 30.0
 # host[:port]: a DNS name, an IPv4 address, or an IPv6 address in brackets.
 _ENDPOINT = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?"
@@ -57,7 +62,7 @@ class VodSettings(_Section):
     endpoint: str = "vod.tencentcloudapi.com"
     scheme: Literal["https", "http"] = "https"
     sub_app_ids: list[Annotated[int, Field(gt=0, lt=2**63)]] = Field(default_factory=list)
-    request_timeout_seconds: float = Field(10.0, gt=0)
+    request_timeout_seconds: float = 10.0
     secret_id: SecretStr | None = None
     secret_key: SecretStr | None = None
     token: SecretStr | None = None
@@ -68,6 +73,18 @@ class VodSettings(_Section):
         if not _ENDPOINT.fullmatch(value.strip()):
             raise ValueError("must be host[:port], without scheme or path (use `scheme`)")
         return value.strip()
+
+    @field_validator("request_timeout_seconds")
+    @classmethod
+    def _room_for_the_long_poll(cls, value: float) -> float:
+        if not MIN_REQUEST_TIMEOUT_SECONDS <= value <= MAX_REQUEST_TIMEOUT_SECONDS:
+            raise ValueError(
+                f"must be from {MIN_REQUEST_TIMEOUT_SECONDS:g} to {MAX_REQUEST_TIMEOUT_SECONDS:g} "
+                f"seconds, not {value:g}: PullEvents holds a request up to "
+                f"{LONG_POLL_SECONDS:g} s before it answers, and the handles it returns expire "
+                f"{MAX_REQUEST_TIMEOUT_SECONDS:g} s after it was sent"
+            )
+        return value
 
     @field_validator("sub_app_ids")
     @classmethod

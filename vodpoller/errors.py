@@ -12,16 +12,13 @@ class ConfigError(VodpollerError):
 
 
 class SourceError(VodpollerError):
-    """The VOD API (or the emulator) failed a call."""
+    """The VOD API (or the emulator) failed a call. The message is one line of bounded length.
 
-    def __init__(self, message: str, *, code: str | None = None, request_id: str | None = None):
-        super().__init__(message)
-        self.code = code
-        self.request_id = request_id
-
-
-class TransientSourceError(SourceError):
-    """Worth retrying: network trouble, throttling, server-side hiccups."""
+    `code`: the API's error code, or ClientNetworkError (no complete answer), ServerNetworkError
+    (an HTTP status other than 200), UnreadableAnswer, Stopped. `status`: the HTTP status when
+    an answer came. `never_sent`: no byte of the request left (no connection): the service saw
+    nothing. `ambiguous`: the request may have been applied although no usable answer said so.
+    """
 
     def __init__(
         self,
@@ -29,19 +26,42 @@ class TransientSourceError(SourceError):
         *,
         code: str | None = None,
         request_id: str | None = None,
+        status: int | None = None,
         never_sent: bool = False,
+        ambiguous: bool = False,
     ):
-        super().__init__(message, code=code, request_id=request_id)
-        # No connection was made (refused, DNS, connect timeout): the service saw nothing.
+        super().__init__(message)
+        self.code = code
+        self.request_id = request_id
+        self.status = status
         self.never_sent = never_sent
+        self.ambiguous = ambiguous
+
+
+class TransientSourceError(SourceError):
+    """Worth retrying: network trouble, throttling, server-side hiccups, unreadable answers."""
+
+
+class StoppedSourceError(TransientSourceError):
+    """A stop request cut the call short; the caller is shutting down."""
 
 
 class FatalSourceError(SourceError):
     """Retrying will not help until someone acts: credentials, permissions, bad parameters."""
 
 
+class HandlesRejectedError(SourceError):
+    """ConfirmEvents refused the handles (expired, unknown, malformed): those events come back
+    and dedupe. Not a reason to stop anything."""
+
+
 class StorageError(VodpollerError):
     """The database failed; the batch in flight is not confirmed."""
+
+
+class SchemaError(VodpollerError):
+    """The database answers, but it is not at the schema this vodpoller needs (or there is no
+    database file at all): waiting will not help, `vodpoller migrate` will."""
 
 
 def describe(error: BaseException) -> str:

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from vodpoller.database import make_engine, safe_url, sqlite_path, writer
-from vodpoller.errors import StorageError
+from vodpoller.errors import SchemaError, StorageError
 from vodpoller.store import EventStore
 
 
@@ -98,7 +98,7 @@ def open_at_head(url: str, *, read_only: bool = False) -> EventStore:
     way (no SQLite file, directory or table). `read_only` opens a SQLite file read-only."""
     path = sqlite_path(url)
     if path is not None and not path.is_file():
-        raise StorageError(f"no vodpoller database at {path}{_relative_hint(url)}")
+        raise SchemaError(f"no vodpoller database at {path}{_relative_hint(url)}")
     store = EventStore.connect(url, read_only=read_only)
     try:
         problem = schema_problem(store.engine, database_name(url))
@@ -107,7 +107,7 @@ def open_at_head(url: str, *, read_only: bool = False) -> EventStore:
         raise
     if problem is not None:
         store.dispose()
-        raise StorageError(problem)
+        raise SchemaError(problem)
     return store
 
 

@@ -77,6 +77,11 @@ class Notifier:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         return self.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
 
+    def extend_timeout(self, seconds: float) -> bool:
+        """More time for start-up (or stop) than `TimeoutStartSec=`: a database that is down
+        at start is waited for, not given up on."""
+        return self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
+
     def stopping(self) -> bool:
         return self.send("STOPPING=1")
 

@@ -1,87 +1,39 @@
-"""One drain cycle: pull -> store -> confirm, again at once while events come, until a pull
-comes back empty. Never confirms an event before its batch is committed."""
+"""One drain of an application, pipelined: pullers pull and parse, the store worker writes,
+the confirmer confirms, and a puller is already pulling the next batch while the last one is
+stored and confirmed. As many pullers as the answers warrant (`pacing.PullerLimit`): one long
+poll when idle, more while answers come back full. A drain ends when a pull comes back empty
+and every batch it pulled is settled. Never confirms an event before its batch committed."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Final
 
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_when_event_set,
-    wait_random_exponential,
-)
-
-from vodpoller.errors import StorageError, TransientSourceError, describe
-from vodpoller.events import Event, parse_entry
+from vodpoller.confirmer import Confirmer
+from vodpoller.errors import SourceError, TransientSourceError, describe
+from vodpoller.events import parse_entry
 from vodpoller.logs import get_logger
-from vodpoller.source import MAX_CONFIRM_HANDLES, Batch, EventSource, HandlesRejectedError
+from vodpoller.metrics import Metrics
+from vodpoller.pacing import AdaptiveRate, PullerLimit, Stopped
+from vodpoller.source import Batch, EventSource
 from vodpoller.store import Release
+from vodpoller.storer import StoreJob, Storer, Ticket, Writer
 
 log = get_logger(__name__)
 
-FULL_BATCH = 16  # PullEvents answers at most 16 events: a full answer means more are waiting.
-PULL_ATTEMPTS = 5
-
-
-class SaveResultLike(Protocol):
-    @property
-    def stored(self) -> int: ...
-
-    @property
-    def duplicates(self) -> int: ...
-
-    @property
-    def row_ids(self) -> tuple[int, ...]: ...
-
-
-class EventSink(Protocol):
-    """What the poller needs of the store."""
-
-    def save(
-        self,
-        events: Sequence[Event],
-        received_at: datetime | None = None,
-        *,
-        holder: str | None = None,
-    ) -> SaveResultLike: ...
-
-    def settle(
-        self,
-        confirmed: Sequence[int] = (),
-        released: Sequence[Release] = (),
-        *,
-        holder: str | None = None,
-        at: datetime | None = None,
-    ) -> Any: ...
-
-
-@dataclass
-class _Settlement:
-    """Confirm outcomes the database has yet to record."""
-
-    confirmed: list[int] = field(default_factory=list)
-    released: list[Release] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.confirmed or self.released)
-
-    def __len__(self) -> int:
-        return len(self.confirmed) + len(self.released)
-
-
-def _raw_handle(entry: dict[str, Any]) -> str | None:
-    """The handle exactly as received: VOD wants back the very bytes it sent."""
-    handle = entry.get("EventHandle")
-    return handle if isinstance(handle, str) and handle else None
+FULL_BATCH: Final = 16  # PullEvents answers at most 16 events: a full answer means more wait
+MAX_SENDERS: Final = 64  # the most pullers per application and confirm senders there can be
+PULL_ATTEMPTS: Final = 5
+PULL_RETRY_FIRST_SECONDS: Final = 0.2
+PULL_RETRY_MAX_SECONDS: Final = 5.0
+FLUSH_SECONDS: Final = 5.0
+PROGRESS_SECONDS: Final = 10.0  # a long drain says how it goes this often
 
 
 @dataclass
@@ -90,7 +42,7 @@ class DrainResult:
     stored: int = 0
     duplicates: int = 0
     confirmed: int = 0
-    unconfirmed: int = 0  # handles given up on: those events come back and dedupe
+    unconfirmed: int = 0  # handles given up on: those events come back and find their rows
     pulls: int = 0
 
     def add(self, other: DrainResult) -> None:
@@ -104,272 +56,278 @@ class DrainResult:
         )
 
 
-def _stop_at(deadline: float) -> Callable[[RetryCallState], bool]:
-    """Stop retrying when the next attempt would start at or after `deadline` (monotonic)."""
-
-    def stop(state: RetryCallState) -> bool:
-        return time.monotonic() + state.upcoming_sleep >= deadline
-
-    return stop
-
-
-def _outcome_error(state: RetryCallState) -> str | None:
-    error = state.outcome.exception() if state.outcome else None
-    return describe(error) if error else None
+def _result_of(ticket: Ticket) -> DrainResult:
+    return DrainResult(
+        pulled=ticket.pulled,
+        stored=ticket.stored,
+        duplicates=ticket.duplicates,
+        confirmed=ticket.confirmed,
+        unconfirmed=ticket.refused + ticket.not_sent,
+        pulls=1,
+    )
 
 
-# No answer, a gateway's answer, or one we could not read: the service may have done the work.
-_OUTCOME_UNKNOWN = frozenset({"ClientNetworkError", "ServerNetworkError", None})
+@dataclass(frozen=True)
+class Rates:
+    """One adaptive token bucket per API action, shared by every application."""
+
+    pull: AdaptiveRate
+    confirm: AdaptiveRate
+
+    @classmethod
+    def per_second(cls, rate: float) -> Rates:
+        return cls(AdaptiveRate(rate), AdaptiveRate(rate))
 
 
-def _is_ambiguous(error: TransientSourceError) -> bool:
-    """The call may have been applied although its answer said nothing (timeout, reset, 502).
-    An answer from the service itself (InternalError, throttling), or a connection that was
-    never made, means it was not."""
-    return error.code in _OUTCOME_UNKNOWN and not error.never_sent
+class _Drain:
+    """The pullers of one drain and what they pulled."""
+
+    def __init__(self, maximum: int):
+        self.limit = PullerLimit(maximum)
+        self.lock = threading.Lock()
+        self.active = 0
+        self.pulls = 0
+        self.pulled = 0
+        self.started = time.monotonic()
+        self.next_progress = self.started + PROGRESS_SECONDS
+        self.tickets: list[Ticket] = []
+        self.helpers: list[Future[None]] = []
+        self.errors: list[BaseException] = []
+        self.failed = threading.Event()
 
 
 class Poller:
-    """Drains applications. Thread-safe: one drain per application at a time is the caller's
-    rule (the scheduler's `max_instances=1`)."""
+    """Drains applications; one drain per application at a time is the caller's rule (the
+    scheduler's `max_instances=1`). `close` settles everything in flight."""
 
     def __init__(
         self,
         source: EventSource,
-        store: EventSink,
+        store: Writer,
         *,
-        concurrency: int = 4,
+        concurrency: int = 32,
         confirm_budget_seconds: float = 30.0,
         stop: threading.Event | None = None,
         holder: str | None = None,
+        rates: Rates | None = None,
+        metrics: Metrics | None = None,
+        progressed: Callable[[int | None], None] | None = None,
     ):
         self.source = source
         self.store = store
         self.concurrency = concurrency
         self.confirm_budget_seconds = confirm_budget_seconds
         self.stopping = stop or threading.Event()
-        # The daemon id the stored rows are held under until their confirm is settled.
         self.holder = holder
-        self._unsettled = _Settlement()  # confirm outcomes not yet recorded
-        self._unsettled_lock = threading.Lock()
+        self.rates = rates or Rates.per_second(100.0)
+        self.metrics = metrics or Metrics()
+        # Told of every answer, empty ones included: the watchdog's sign of life.
+        self.progressed = progressed
+        self.confirmer = Confirmer(
+            source,
+            self._settle,
+            senders=MAX_SENDERS,
+            rate=self.rates.confirm,
+            metrics=self.metrics,
+        )
+        self.storer = Storer(
+            store, self.confirmer, holder=holder, capacity=2 * MAX_SENDERS, metrics=self.metrics
+        )
         # Extra pullers, a pool per application so that a busy one never starves another.
         self._helpers: dict[int | None, ThreadPoolExecutor] = {}
         self._helpers_lock = threading.Lock()
+        self._closed = False
+
+    def _settle(self, confirmed: Sequence[int], released: Sequence[Release]) -> None:
+        """Confirm outcomes go to the store worker (built after the confirmer)."""
+        self.storer.settle(confirmed, released)
 
     def _helpers_of(self, sub_app_id: int | None) -> ThreadPoolExecutor:
         with self._helpers_lock:
             pool = self._helpers.get(sub_app_id)
             if pool is None:
+                # Threads start only when needed: the size allows a reload that raises
+                # `concurrency` without a restart.
                 pool = self._helpers[sub_app_id] = ThreadPoolExecutor(
-                    max_workers=self.concurrency - 1,
-                    thread_name_prefix=f"drain-{sub_app_id or 'default'}",
+                    max_workers=MAX_SENDERS,
+                    thread_name_prefix=f"pull-{sub_app_id or 'default'}",
                 )
             return pool
 
     def close(self) -> None:
+        """Stop the helpers; store and confirm what is in flight; record every outcome."""
+        if self._closed:
+            return
+        self._closed = True
         with self._helpers_lock:
             pools = list(self._helpers.values())
         for pool in pools:
             pool.shutdown(wait=True)
-        if self._unsettled:
-            self._settle(_Settlement())  # a last try for outcomes still waiting
-        if self._unsettled:
-            log.error(
-                "confirm outcomes left unrecorded",
-                confirmed=len(self._unsettled.confirmed),
-                released=len(self._unsettled.released),
-                row_ids=self._unsettled.confirmed[:20],
-            )
+        self.storer.close()
+        self.confirmer.close()
 
     # -- one drain -----------------------------------------------------------------------
 
     def drain(self, sub_app_id: int | None) -> DrainResult:
-        """Pull and handle batches until a pull comes back empty; extra workers join while
-        answers come back full, up to `concurrency`. Raises the first worker's error."""
-        if self._unsettled:
-            self._settle(_Settlement())  # outcomes the database could not take before
-        total = DrainResult()
-        lock = threading.Lock()
-        failed = threading.Event()
-        errors: list[BaseException] = []
-        workers: list[Future[None]] = []
-        active = [1]  # pullers at work now, this thread included
-
-        def may_grow() -> None:
-            with lock:
-                if failed.is_set() or active[0] >= self.concurrency:
-                    return
-                active[0] += 1
-                workers.append(self._helpers_of(sub_app_id).submit(work))
-
-        def work() -> None:
-            try:
-                while not (self.stopping.is_set() or failed.is_set()):
-                    batch = self._pull(sub_app_id)
-                    if not batch:
-                        with lock:
-                            total.pulls += 1
-                        return
-                    if len(batch) >= FULL_BATCH:
-                        may_grow()
-                    part = self.handle(batch)
-                    with lock:
-                        total.add(part)
-            except BaseException as error:  # noqa: BLE001 (re-raised by drain once all workers end)
-                failed.set()
-                with lock:
-                    errors.append(error)
-            finally:
-                with lock:
-                    active[0] -= 1
-
-        work()
+        """Pull until a pull comes back empty, then wait for every batch of the drain to be
+        settled. Raises the first error (a pull that failed every try, a batch that did not
+        commit) once all of it ended."""
+        drain = _Drain(self.concurrency)
+        started = drain.started
+        with drain.lock:
+            drain.active = 1
+        self._pull_loop(sub_app_id, drain)
         while True:
-            with lock:
-                pending = [w for w in workers if not w.done()]
+            with drain.lock:
+                pending = [helper for helper in drain.helpers if not helper.done()]
             if not pending:
                 break
-            for worker in pending:
-                worker.result()
+            for helper in pending:
+                helper.result()
+        total = DrainResult(pulls=drain.pulls - len(drain.tickets))
+        errors = list(drain.errors)
+        for ticket in drain.tickets:
+            ticket.wait()
+            if ticket.error is not None:
+                errors.append(ticket.error)
+            total.add(_result_of(ticket))
+        if drain.tickets:
+            # What the confirms did is recorded before the drain reports it (unless the
+            # database is failing right now: then it is recorded with a later write).
+            self.storer.flush(FLUSH_SECONDS)
+        if total.pulled:
+            log.info(
+                "drained",
+                sub_app_id=sub_app_id,
+                pulled=total.pulled,
+                stored=total.stored,
+                duplicates=total.duplicates,
+                confirmed=total.confirmed,
+                unconfirmed=total.unconfirmed,
+                pulls=total.pulls,
+                seconds=round(time.monotonic() - started, 3),
+            )
         if errors:
             raise errors[0]
         return total
 
-    def _pause(self, seconds: float) -> None:
-        """Sleep between retries, cut short by a stop request."""
-        self.stopping.wait(seconds)
-
-    def _pull(self, sub_app_id: int | None) -> Batch:
-        retrying = Retrying(
-            retry=retry_if_exception_type(TransientSourceError),
-            stop=stop_after_attempt(PULL_ATTEMPTS) | stop_when_event_set(self.stopping),
-            wait=wait_random_exponential(multiplier=0.2, max=5.0),
-            sleep=self._pause,
-            before_sleep=lambda state: log.debug(
-                "pull retry",
-                sub_app_id=sub_app_id,
-                attempt=state.attempt_number,
-                error=_outcome_error(state),
-            ),
-            reraise=True,
-        )
-        return retrying(self.source.pull, sub_app_id)
-
-    # -- one batch -----------------------------------------------------------------------
-
-    def handle(self, batch: Batch) -> DrainResult:
-        """Store one batch in one transaction, then confirm its handles within the budget."""
-        started = time.monotonic()
-        received_at = datetime.now(UTC)
-        events = [parse_entry(entry, batch.sub_app_id) for entry in batch.entries]
-        # StorageError: nothing is confirmed, the events come back.
-        saved = self.store.save(events, received_at, holder=self.holder)
-        handles = [_raw_handle(entry) for entry in batch.entries]
-        confirmable = [
-            (handle, row_id)
-            for handle, row_id in zip(handles, saved.row_ids, strict=True)
-            if handle is not None
-        ]
-        # Without a handle nothing can be confirmed: let go at once.
-        outcome = _Settlement(
-            released=[
-                Release(row_id, received_at)
-                for handle, row_id in zip(handles, saved.row_ids, strict=True)
-                if handle is None
-            ]
-        )
+    def _pull_loop(self, sub_app_id: int | None, drain: _Drain) -> None:
+        """One puller: pull, hand over, pull again; bring in another puller while answers
+        come back full; leave when an answer is short (unless last) or empty."""
         try:
-            for start in range(0, len(confirmable), MAX_CONFIRM_HANDLES):
-                chunk = confirmable[start : start + MAX_CONFIRM_HANDLES]
-                if self._confirm(batch, [handle for handle, _ in chunk]):
-                    outcome.confirmed.extend(row_id for _, row_id in chunk)
+            while not (self.stopping.is_set() or drain.failed.is_set()):
+                with drain.lock:
+                    if drain.active > drain.limit.limit:
+                        return  # fewer pullers wanted now
+                pulled = self._pull(sub_app_id, drain)
+                if pulled is None:
+                    return  # stopped while waiting
+                batch, waited = pulled
+                with drain.lock:
+                    drain.pulls += 1
+                if not batch:
+                    drain.limit.empty_answer()
+                    return
+                ticket = self._hand_over(batch)
+                with drain.lock:
+                    drain.tickets.append(ticket)
+                    drain.pulled += len(batch)
+                    report = time.monotonic() >= drain.next_progress
+                    if report:
+                        drain.next_progress += PROGRESS_SECONDS
+                if report:
+                    log.info(
+                        "draining",
+                        sub_app_id=sub_app_id,
+                        pulled=drain.pulled,
+                        pullers=drain.active,
+                        seconds=round(time.monotonic() - drain.started, 1),
+                    )
+                if len(batch) >= FULL_BATCH:
+                    self._maybe_grow(sub_app_id, drain, waited)
                 else:
-                    outcome.released.extend(Release(row_id, received_at) for _, row_id in chunk)
+                    drain.limit.short_answer()
+                    with drain.lock:
+                        if drain.active > 1:
+                            return
+        except BaseException as error:  # noqa: BLE001 (raised by drain once all of it ended)
+            drain.failed.set()
+            with drain.lock:
+                drain.errors.append(error)
         finally:
-            # Even when a later chunk failed: what is settled is recorded.
-            if outcome:
-                self._settle(outcome)
-        confirmed = len(outcome.confirmed)
-        result = DrainResult(
-            pulled=len(events),
-            stored=saved.stored,
-            duplicates=saved.duplicates,
-            confirmed=confirmed,
-            unconfirmed=len(confirmable) - confirmed,
-            pulls=1,
-        )
-        log.info(
-            "batch",
-            sub_app_id=batch.sub_app_id,
-            pulled=result.pulled,
-            stored=result.stored,
-            duplicates=result.duplicates,
-            confirmed=result.confirmed,
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-            request_id=batch.request_id,
-        )
-        return result
+            with drain.lock:
+                drain.active -= 1
 
-    def _settle(self, outcome: _Settlement) -> None:
-        """Record confirm outcomes. Confirmed events will not come back, and released ones
-        must be let go of, so when the database fails right now they wait here and are
-        recorded with a later batch."""
-        with self._unsettled_lock:
-            waiting = self._unsettled
-            self._unsettled = _Settlement()
-        pending = _Settlement(
-            waiting.confirmed + outcome.confirmed, waiting.released + outcome.released
-        )
-        try:
-            self.store.settle(pending.confirmed, pending.released, holder=self.holder)
-        except StorageError as error:
-            with self._unsettled_lock:
-                self._unsettled.confirmed.extend(pending.confirmed)
-                self._unsettled.released.extend(pending.released)
-                count = len(self._unsettled)
-            log.warning(
-                "confirm outcomes to be recorded later",
-                waiting=count,
-                error=describe(error),
-            )
+    def _maybe_grow(self, sub_app_id: int | None, drain: _Drain, waited: float) -> None:
+        with drain.lock:
+            wanted = drain.limit.full_answer(active=drain.active, waited_for_rate=waited > 0)
+            if drain.active >= wanted or self.stopping.is_set() or drain.failed.is_set():
+                return
+            drain.active += 1
+            try:
+                helper = self._helpers_of(sub_app_id).submit(self._pull_loop, sub_app_id, drain)
+            except RuntimeError:  # the pool is shut down: closing
+                drain.active -= 1
+                return
+            drain.helpers.append(helper)
 
-    def _confirm(self, batch: Batch, handles: list[str]) -> bool:
-        """True when the service took the handles. Retries transient failures until the
-        budget that started with the pull's answer is spent, then gives up on them."""
-        deadline = batch.answered_at + self.confirm_budget_seconds
-        ambiguous = False
-        retrying = Retrying(
-            retry=retry_if_exception_type(TransientSourceError),
-            stop=_stop_at(deadline),
-            wait=wait_random_exponential(multiplier=0.1, max=2.0),
-            reraise=True,
+    def _pull(self, sub_app_id: int | None, drain: _Drain) -> tuple[Batch, float] | None:
+        """One answer, with its wait for the rate limit; transient failures are tried again
+        (a few times, with random exponential pauses). None when stopped meanwhile."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                waited = self.rates.pull.acquire(self.stopping)
+            except Stopped:
+                return None
+            sent = time.monotonic()
+            try:
+                batch = self.source.pull(sub_app_id)
+            except SourceError as error:
+                self.metrics.api_error("PullEvents", error.code)
+                if not isinstance(error, TransientSourceError):
+                    raise
+                if (error.code or "").startswith("RequestLimitExceeded"):
+                    self.rates.pull.throttled()
+                    drain.limit.throttled()
+                if attempt >= PULL_ATTEMPTS:
+                    raise
+                pause = random.uniform(
+                    0, min(PULL_RETRY_MAX_SECONDS, PULL_RETRY_FIRST_SECONDS * 2**attempt)
+                )
+                log.debug(
+                    "pull retry",
+                    sub_app_id=sub_app_id,
+                    attempt=attempt,
+                    error=describe(error),
+                )
+                if self.stopping.wait(pause):
+                    return None
+                continue
+            self.rates.pull.succeeded()
+            self.metrics.pulled(sub_app_id, len(batch), time.monotonic() - sent)
+            if self.progressed is not None:
+                self.progressed(sub_app_id)
+            return batch, waited
+
+    def _hand_over(self, batch: Batch) -> Ticket:
+        """Parse the batch and give it to the store worker (which may make us wait). The
+        handles go back to VOD exactly as received."""
+        good = [d for d in batch.deliveries if d.entry is not None and d.problem is None]
+        events = [parse_entry(d.entry, batch.sub_app_id) for d in good if d.entry is not None]
+        handles = [d.handle for d in good]
+        ticket = Ticket(len(batch.deliveries))
+        self.storer.submit(
+            StoreJob(
+                sent_at=batch.sent_at,
+                sub_app_id=batch.sub_app_id,
+                events=events,
+                handles=handles,
+                received_at=datetime.now(UTC),
+                deadline=batch.sent_at + self.confirm_budget_seconds,
+                ticket=ticket,
+                request_id=batch.request_id,
+            )
         )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    try:
-                        self.source.confirm(batch.sub_app_id, handles)
-                    except TransientSourceError as error:
-                        ambiguous = ambiguous or _is_ambiguous(error)
-                        raise
-        except HandlesRejectedError as error:
-            if ambiguous:
-                # An earlier attempt went through but its answer was lost.
-                return True
-            log.info(
-                "handles expired before confirm; the events will come back and dedupe",
-                sub_app_id=batch.sub_app_id,
-                handles=len(handles),
-                error=describe(error),
-            )
-            return False
-        except TransientSourceError as error:
-            log.warning(
-                "confirm budget spent; the events will come back and dedupe",
-                sub_app_id=batch.sub_app_id,
-                handles=len(handles),
-                budget_seconds=self.confirm_budget_seconds,
-                error=describe(error),
-            )
-            return False
-        return True
+        return ticket

@@ -1,7 +1,6 @@
-"""Signals as context managers that restore the previous handlers: `on_stop` for the daemon
-(the first SIGTERM/SIGINT asks for a graceful stop, a second one exits at once), `on_hangup`
-(SIGHUP, whose default action would kill it) and `until_stopped` for commands that simply run
-until told to stop."""
+"""SIGTERM/SIGINT as context managers that restore the previous handlers: `on_stop` for the
+daemon (the first signal asks for a graceful stop, a second one exits at once) and
+`until_stopped` for commands that simply run until told to stop."""
 
 from __future__ import annotations
 
@@ -47,24 +46,6 @@ def on_stop(callback: Callable[[], None], *, install: bool = True) -> Iterator[N
 
 
 @contextlib.contextmanager
-def on_hangup(*, install: bool = True) -> Iterator[None]:
-    """SIGHUP (`systemctl reload`, `kill -HUP`) is logged and ignored until the configuration
-    can be reloaded. `install=False` (or any thread but the main one) leaves it alone."""
-    if not install or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handle(_signum: int, _frame: FrameType | None) -> None:
-        log.warning("SIGHUP: reload is not supported yet; ignored")
-
-    previous = signal.signal(signal.SIGHUP, handle)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGHUP, previous)
-
-
-@contextlib.contextmanager
 def until_stopped() -> Iterator[threading.Event]:
     """An event that SIGTERM or SIGINT sets (a repeat changes nothing): for commands that
     simply run until told to stop. The previous handlers come back on exit."""
@@ -78,3 +59,28 @@ def until_stopped() -> Iterator[threading.Event]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def on_reload(callback: Callable[[], None], *, install: bool = True) -> Iterator[None]:
+    """SIGHUP (`systemctl reload`) calls `callback` in a thread of its own: reading and
+    applying a file is no work for a signal handler. A reload asked for while one runs waits
+    for it. The previous handler comes back on exit; `install=False` (or any thread but the
+    main one) leaves the handlers alone."""
+    if not install or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    one_at_a_time = threading.Lock()
+
+    def reload() -> None:
+        with one_at_a_time:
+            callback()
+
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        threading.Thread(target=reload, name="reload", daemon=True).start()
+
+    previous = signal.signal(signal.SIGHUP, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)

@@ -1,75 +1,75 @@
 """The VOD API behind a small interface: `pull(app) -> Batch` and `confirm(app, handles)`.
-`VodEventSource` calls the official SDK; `LeaseQueueSource` serves the emulator's queue
-in-process for tests that need no HTTP."""
+`VodEventSource` signs with the official SDK and sends through `exchange` (one deadline for
+the whole request); `LeaseQueueSource` serves the emulator's queue in-process for tests."""
 
 from __future__ import annotations
 
-import json
-import os
+import ssl
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
+import certifi
 from tencentcloud.common import credential as sdk_credential
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+from tencentcloud.common.http.request import RequestInternal
 from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.vod.v20180717.vod_client import VodClient
 
-from vodpoller import __version__
-from vodpoller.config import VodSettings, endpoint_host, is_loopback
+from vodpoller import __version__, classify, proxy
+from vodpoller.config import VodSettings, endpoint_host
 from vodpoller.emulator.queue import LeaseQueue
+from vodpoller.envelope import Answer, Delivery, UnreadableError, delivery_of, read_answer
 from vodpoller.errors import (
     ConfigError,
     FatalSourceError,
-    SourceError,
+    HandlesRejectedError,
     TransientSourceError,
 )
+from vodpoller.exchange import ExchangeError, HttpClient, Reply, Target
 from vodpoller.ratelimit import TokenBucket
 
-MAX_CONFIRM_HANDLES = 16
-CREDENTIAL_CHAIN_TIMEOUT_SECONDS = 5.0
+__all__ = ["Batch", "Delivery", "EventSource", "HandlesRejectedError", "VodEventSource"]
+
+MAX_CONFIRM_HANDLES: Final = 16
+CREDENTIAL_CHAIN_TIMEOUT_SECONDS: Final = 5.0
+# 16 events of a few kB each make a normal answer; anything near this is hostile or broken.
+MAX_ANSWER_BYTES: Final = 32 * 1024 * 1024
+MAX_ERROR_BODY_BYTES: Final = 64 * 1024  # of an error page: enough to say what it was
 
 Entry = dict[str, Any]
-
-# Codes worth another try: the network, throttling, the service's own hiccups, and answers
-# the SDK could not read. Everything else needs someone to act (credentials, permissions, ...).
-_TRANSIENT_CODES = frozenset(
-    {
-        "ClientNetworkError",
-        "ServerNetworkError",
-        "InternalError",
-        "ServiceUnavailable",
-        "ResourceUnavailable",
-        "FailedOperation",
-        "ClientError.MetadataError",
-        "JSONDecodeError",
-        "KeyError",
-        "AttributeError",
-    }
-)
-# What requests/urllib3 say when no connection was made, so no request reached the service.
-_NOT_CONNECTED = ("NewConnectionError", "ConnectTimeoutError", "NameResolutionError")
-_TRANSIENT_PREFIXES = ("RequestLimitExceeded", "InternalError.", "ResourceUnavailable.")
-
-
-class HandlesRejectedError(FatalSourceError):
-    """ConfirmEvents refused handles as expired, unknown or already used; retrying won't help."""
 
 
 @dataclass(frozen=True)
 class Batch:
-    """One `PullEvents` answer. The 30 s confirm budget starts at `answered_at` (monotonic)."""
+    """One `PullEvents` answer, every entry as received (`deliveries`, in order).
+
+    `sent_at` (monotonic): when the pull went out; the service leases the events from about
+    then, so the 30 s confirm budget counts from here. `answered_at`: when the answer was read.
+    """
 
     sub_app_id: int | None
-    entries: tuple[Entry, ...] = ()
+    deliveries: tuple[Delivery, ...] = ()
+    sent_at: float = field(default_factory=time.monotonic)
     answered_at: float = field(default_factory=time.monotonic)
     request_id: str | None = None
 
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        """The entries that are fine, parsed."""
+        return tuple(d.entry for d in self.deliveries if d.entry is not None)
+
+    @property
+    def rejects(self) -> tuple[Delivery, ...]:
+        """The entries with a problem: keep their text, confirm their handle if they have one."""
+        return tuple(d for d in self.deliveries if d.problem is not None)
+
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.deliveries)
 
 
 class EventSource(Protocol):
@@ -78,35 +78,6 @@ class EventSource(Protocol):
     def pull(self, sub_app_id: int | None) -> Batch: ...
 
     def confirm(self, sub_app_id: int | None, handles: Sequence[str]) -> None: ...
-
-
-def is_transient(code: str) -> bool:
-    return code in _TRANSIENT_CODES or code.startswith(_TRANSIENT_PREFIXES)
-
-
-def translate(error: TencentCloudSDKException, action: str) -> SourceError:
-    """The SDK's exception as one of ours, keeping code and RequestId."""
-    code = str(error.code)
-    message = (
-        error.message.decode("utf-8", "replace")
-        if isinstance(error.message, bytes)
-        else error.message
-    )
-    text = f"{action} failed: {code}: {message}"
-    if error.requestId:
-        text += f" (RequestId {error.requestId})"
-    if is_transient(code):
-        never_sent = code == "ClientNetworkError" and any(
-            sign in str(message) for sign in _NOT_CONNECTED
-        )
-        return TransientSourceError(
-            text, code=code, request_id=error.requestId, never_sent=never_sent
-        )
-    # The documented answer to an expired handle is a parameter error; a sub-code such as
-    # InvalidParameterValue.SubAppId says something else and stays fatal.
-    if action == "ConfirmEvents" and code == "InvalidParameterValue":
-        return HandlesRejectedError(text, code=code, request_id=error.requestId)
-    return FatalSourceError(text, code=code, request_id=error.requestId)
 
 
 def resolve_credential(vod: VodSettings) -> Any:
@@ -147,117 +118,175 @@ def _credential_from_chain() -> Any:
     )
 
 
-def _bypass_proxies_for_loopback(endpoint: str) -> None:
-    """The SDK and requests honour HTTP(S)_PROXY; a loopback endpoint (the emulator) must never
-    go through a proxy, so it joins NO_PROXY for this process. The SDK looks for the endpoint,
-    port included, as a substring of NO_PROXY; requests for the host."""
-    current = [
-        h for h in os.environ.get("NO_PROXY", os.environ.get("no_proxy", "")).split(",") if h
-    ]
-    wanted = [h for h in (endpoint, "127.0.0.1", "localhost", "::1") if h not in current]
-    if wanted:
-        os.environ["NO_PROXY"] = os.environ["no_proxy"] = ",".join(current + wanted)
+def _target(vod: VodSettings, tls: ssl.SSLContext | None) -> Target:
+    host = endpoint_host(vod.endpoint)
+    rest = vod.endpoint[len(host) :].lstrip(":")
+    port = int(rest) if rest else (443 if vod.scheme == "https" else 80)
+    try:
+        through = proxy.from_environment(host)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if vod.scheme == "http":
+        return Target(host, port, None, through)
+    return Target(host, port, tls or ssl.create_default_context(cafile=certifi.where()), through)
+
+
+@dataclass
+class _Caller:
+    """What one thread calls with: the SDK client signs (it is not thread-safe), `http` sends."""
+
+    signer: VodClient
+    http: HttpClient
 
 
 class VodEventSource:
-    """The real API through the SDK: raw JSON kept (`call_json`), one client per thread,
-    no SDK retryer (the poller retries inside its own deadlines), region breaker off."""
+    """The real API. The SDK signs each request (TC3-HMAC-SHA256, its credential chain);
+    `exchange` sends it under one deadline for the whole request, `request_timeout_seconds`,
+    which a set `stop` event also cuts short; `envelope` reads the answer, keeping every entry
+    as received; `classify` turns every failure into a `SourceError`. Thread-safe: each
+    thread has its own signer and connection. `close()` when done."""
 
-    def __init__(self, vod: VodSettings, credential: Any, rate_limit_per_second: float = 100.0):
-        if is_loopback(endpoint_host(vod.endpoint)):
-            _bypass_proxies_for_loopback(vod.endpoint)
+    def __init__(
+        self,
+        vod: VodSettings,
+        credential: Any,
+        rate_limit_per_second: float = 100.0,
+        *,
+        stop: threading.Event | None = None,
+        tls: ssl.SSLContext | None = None,
+        request_timeout_seconds: float | None = None,
+    ):
         self._vod = vod
         self._credential = credential
-        self._local = threading.local()
-        self._buckets = {
-            action: TokenBucket(rate_limit_per_second)
-            for action in ("PullEvents", "ConfirmEvents", "DescribeEventsState")
-        }
+        self._target = _target(vod, tls)
+        self._seconds = request_timeout_seconds or vod.request_timeout_seconds
+        self._stop = stop
+        self._callers: dict[threading.Thread, _Caller] = {}
+        self._lock = threading.Lock()
+        # PullEvents and ConfirmEvents are paced by the poller (pacing.py), which adapts to
+        # throttling; the backlog gauge's calls are few and paced here.
+        self._buckets = {"DescribeEventsState": TokenBucket(rate_limit_per_second)}
 
-    def _client(self) -> VodClient:
-        client: VodClient | None = getattr(self._local, "client", None)
-        if client is None:
-            http = HttpProfile(
-                endpoint=self._vod.endpoint,
-                protocol=self._vod.scheme,
-                reqTimeout=self._vod.request_timeout_seconds,
-            )
-            profile = ClientProfile(
-                httpProfile=http,
-                disable_region_breaker=True,
-                request_client=f"vodpoller-{__version__}",
-                retryer=None,
-            )
-            client = VodClient(self._credential, self._vod.region, profile)
-            self._local.client = client
-        return client
+    def _caller(self) -> _Caller:
+        thread = threading.current_thread()
+        with self._lock:
+            caller = self._callers.get(thread)
+            if caller is None:
+                for gone in [t for t in self._callers if not t.is_alive()]:
+                    self._callers.pop(gone).http.close()
+                profile = ClientProfile(
+                    httpProfile=HttpProfile(endpoint=self._vod.endpoint, protocol=self._vod.scheme),
+                    disable_region_breaker=True,
+                    request_client=f"vodpoller-{__version__}",
+                )
+                signer = VodClient(self._credential, self._vod.region, profile)
+                caller = self._callers[thread] = _Caller(signer, HttpClient(self._target))
+            return caller
 
-    def _call(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
-        self._buckets[action].take()
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self._lock:
+            callers, self._callers = list(self._callers.values()), {}
+        for caller in callers:
+            caller.http.close()
+
+    def _send(self, action: str, params: dict[str, Any]) -> tuple[Reply, float, float]:
+        """Sign and send; the answer with when the request went out and when it was read."""
+        bucket = self._buckets.get(action)
+        if bucket is not None:
+            bucket.take()
+        caller = self._caller()
+        request = RequestInternal(
+            self._vod.endpoint, "POST", "/", header={"X-TC-TraceId": str(uuid.uuid4())}
+        )
         try:
-            answer = self._client().call_json(action, params)
+            # The SDK's own builder (a private method): its headers, JSON body and signature.
+            caller.signer._build_req_inter(action, params, request)
         except TencentCloudSDKException as error:
-            raise translate(error, action) from error
-        except (ValueError, TypeError, LookupError) as error:
-            # call_json parses the body itself, outside the SDK's own error wrapping: a body
-            # that is not JSON, or an error envelope without Response/RequestId (KeyError).
-            raise TransientSourceError(f"{action} failed: unreadable answer: {error}") from error
-        response = answer.get("Response") if isinstance(answer, dict) else None
-        if not isinstance(response, dict):
-            raise TransientSourceError(f"{action} failed: the answer has no Response object")
-        if isinstance(response.get("Error"), dict):
-            # The SDK reads errors only under an exact JSON content type; be stricter than it.
-            body = response["Error"]
-            raise translate(
-                TencentCloudSDKException(
-                    str(body.get("Code")), str(body.get("Message")), response.get("RequestId")
-                ),
-                action,
+            raise classify.signing_error(action, str(error.code), _text(error.message)) from error
+        except OSError as error:  # a credential provider that could not refresh
+            raise classify.signing_error(action, type(error).__name__, str(error)) from error
+        sent_at = time.monotonic()
+        try:
+            reply = caller.http.post(
+                request.header,
+                request.data.encode("utf-8"),
+                seconds=self._seconds,
+                # A stop cuts a long poll short; a confirm goes on: what is stored must be
+                # confirmed on the way out (its own deadline still bounds it).
+                stop=None if action == "ConfirmEvents" else self._stop,
+                max_body=MAX_ANSWER_BYTES,
+                max_error_body=MAX_ERROR_BODY_BYTES,
             )
-        return response
+        except ExchangeError as error:
+            raise classify.exchange_error(action, error) from error
+        return reply, sent_at, time.monotonic()
 
-    def _params(self, sub_app_id: int | None) -> dict[str, Any]:
+    def _answer(self, action: str, reply: Reply) -> Answer:
+        """The Response of a successful answer; every other answer raises its `SourceError`."""
+        if reply.status == 200 and not reply.complete:
+            raise classify.unreadable(
+                action, f"longer than {MAX_ANSWER_BYTES // (1024 * 1024)} MB", reply
+            )
+        try:
+            answer = read_answer(reply.body)
+        except UnreadableError as error:
+            if reply.status != 200:
+                raise classify.status_error(action, reply) from None
+            raise classify.unreadable(action, str(error), reply) from None
+        if answer.error_code is not None:
+            raise classify.api_error(
+                action, answer.error_code, answer.error_message, answer.request_id, reply.status
+            )
+        if reply.status != 200:
+            raise classify.status_error(action, reply)
+        return answer
+
+    def _call(self, action: str, params: dict[str, Any]) -> Answer:
+        reply, _sent_at, _answered_at = self._send(action, params)
+        return self._answer(action, reply)
+
+    @staticmethod
+    def _params(sub_app_id: int | None) -> dict[str, Any]:
         return {} if sub_app_id is None else {"SubAppId": sub_app_id}
 
     def pull(self, sub_app_id: int | None) -> Batch:
+        reply, sent_at, answered_at = self._send("PullEvents", self._params(sub_app_id))
         try:
-            response = self._call("PullEvents", self._params(sub_app_id))
+            answer = self._answer("PullEvents", reply)
         except FatalSourceError as error:
             # An empty long-poll most likely answers ResourceNotFound: no events, not a failure.
             if error.code == "ResourceNotFound":
-                return Batch(sub_app_id, request_id=error.request_id)
+                return Batch(sub_app_id, (), sent_at, answered_at, error.request_id)
             raise
-        answered_at = time.monotonic()
-        event_set = response.get("EventSet")
-        if event_set is None:
-            event_set = []
-        if not isinstance(event_set, list):
-            raise TransientSourceError(
-                f"PullEvents answered EventSet of type {type(event_set).__name__}, not a list: "
-                + json.dumps(event_set)[:200]
-            )
-        entries = tuple(e for e in event_set if isinstance(e, dict))
-        if len(entries) != len(event_set):
-            raise TransientSourceError(
-                "PullEvents answered EventSet entries that are not objects; nothing was stored "
-                "and those events will be delivered again"
-            )
-        return Batch(sub_app_id, entries, answered_at, response.get("RequestId"))
+        return Batch(sub_app_id, answer.event_set or (), sent_at, answered_at, answer.request_id)
 
     def backlog(self, sub_app_id: int | None) -> int:
         """`DescribeEventsState`: about how many events wait (a gauge, not a reason to pull)."""
-        response = self._call("DescribeEventsState", self._params(sub_app_id))
-        count = response.get("CountOfEventsToPull")
+        answer = self._call("DescribeEventsState", self._params(sub_app_id))
+        count = answer.fields.get("CountOfEventsToPull")
         if isinstance(count, bool) or not isinstance(count, int):
-            raise TransientSourceError(f"DescribeEventsState answered {count!r} as the count")
+            raise TransientSourceError(
+                "DescribeEventsState failed: unreadable answer, CountOfEventsToPull is "
+                + classify.one_line(repr(count), 40),
+                code=classify.UNREADABLE,
+                request_id=answer.request_id,
+            )
         return count
 
     def confirm(self, sub_app_id: int | None, handles: Sequence[str]) -> None:
+        """Confirm handles exactly as `pull` gave them. `HandlesRejectedError`: they are gone."""
         if not 0 < len(handles) <= MAX_CONFIRM_HANDLES:
             raise ValueError(
                 f"confirm takes 1 to {MAX_CONFIRM_HANDLES} handles, not {len(handles)}"
             )
+        if not all(isinstance(handle, str) and handle for handle in handles):
+            raise ValueError("a handle to confirm must be a non-empty string")
         self._call("ConfirmEvents", {"EventHandles": list(handles), **self._params(sub_app_id)})
+
+
+def _text(message: Any) -> str:
+    return message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
 
 
 class LeaseQueueSource:
@@ -269,8 +298,9 @@ class LeaseQueueSource:
         self.wait_seconds = wait_seconds
 
     def pull(self, sub_app_id: int | None) -> Batch:
+        sent_at = time.monotonic()
         entries = self.queue.pull(sub_app_id, self.max_events, self.wait_seconds)
-        return Batch(sub_app_id, tuple(entries))
+        return Batch(sub_app_id, tuple(delivery_of(entry) for entry in entries), sent_at)
 
     def confirm(self, sub_app_id: int | None, handles: Sequence[str]) -> None:
         outcome = self.queue.confirm(sub_app_id, handles)

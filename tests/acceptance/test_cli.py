@@ -71,9 +71,9 @@ def test_once_drains_and_prints_the_summary_line(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "pulled=50 stored=50 duplicates=0 confirmed=50"
     assert _count(database) == 50
-    batches = [json.loads(line) for line in done.stderr.splitlines()]
-    assert {line["event"] for line in batches} >= {"batch"}
-    assert sum(line["stored"] for line in batches if line["event"] == "batch") == 50
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert {line["event"] for line in lines} >= {"drained"}
+    assert sum(line["stored"] for line in lines if line["event"] == "drained") == 50
 
 
 def test_once_reads_the_config_path_from_the_environment(

@@ -145,7 +145,7 @@ def test_two_daemons_on_one_database_store_every_event_exactly_once(
     assert (stats["Confirmed"], stats["Leased"], stats["Queued"]) == (total, 0, 0)
     # Both daemons did part of the work.
     for daemon in daemons:
-        assert sum(line.get("stored", 0) for line in daemon.lines() if line["event"] == "batch")
+        assert sum(line.get("stored", 0) for line in daemon.lines() if line["event"] == "drained")
 
 
 def _set_connections(admin_url: str, database: str, *, allowed: bool) -> None:

@@ -94,12 +94,11 @@ class _FailingStore:
         self.inner = inner
         self.attempts = 0
 
-    def save(self, events: Any, received_at: datetime | None = None, **_: Any) -> Any:
+    def write(self, answers: Any, confirmed: Any, released: Any, **_: Any) -> Any:
         self.attempts += 1
+        assert not confirmed, "nothing may be confirmed when nothing was stored"
+        assert not released, "nothing may be let go of when nothing was stored"
         raise StorageError("database is gone (injected)")
-
-    def settle(self, confirmed: Any = (), released: Any = (), **_: Any) -> Any:
-        raise AssertionError("nothing may be settled when nothing was stored")
 
 
 def test_events_are_confirmed_only_after_commit_and_come_back_after_a_failed_store(
@@ -117,7 +116,10 @@ def test_events_are_confirmed_only_after_commit_and_come_back_after_a_failed_sto
 
     stats = admin.stats()
     assert stats["Confirmed"] == 0
-    assert stats["Leased"] == 16  # the one batch pulled; none of it confirmed
+    # The first batch, and the second if the puller got to it before the first failed to
+    # commit (pipelined): none of it confirmed.
+    leased = stats["Leased"]
+    assert leased in (16, 20)
     assert _rows(built.store) == []
 
     time.sleep(1.1)  # the lease runs out: the same events are delivered again
@@ -126,7 +128,7 @@ def test_events_are_confirmed_only_after_commit_and_come_back_after_a_failed_sto
     assert result.stored == 20
     stats = admin.stats()
     assert (stats["Confirmed"], stats["Leased"], stats["Queued"]) == (20, 0, 0)
-    assert stats["Redelivered"] == 16
+    assert stats["Redelivered"] == leased
     assert len(_rows(built.store)) == 20
 
 

@@ -222,6 +222,24 @@ def test_a_number_out_of_its_range_is_refused(section: str, key: str, value: flo
     assert f"`{section}.{key}`" in refused({section: {key: value}})
 
 
+@pytest.mark.parametrize("seconds", [6.99, 5, 30.01, 60])
+def test_a_request_timeout_without_room_for_the_long_poll_or_beyond_the_lease_is_refused(
+    seconds: float, write_config: Any
+) -> None:
+    path = write_config({"vod": {"request_timeout_seconds": seconds}})
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={})
+    message = str(caught.value)
+    assert message.startswith(f"{path}: `vod.request_timeout_seconds`: must be from 7 to 30")
+    assert "up to 5 s" in message
+
+
+@pytest.mark.parametrize("seconds", [7, 7.0, 30])
+def test_a_request_timeout_from_seven_to_thirty_seconds_is_accepted(seconds: float) -> None:
+    settings = accepted({"vod": {"request_timeout_seconds": seconds}})
+    assert settings.vod.request_timeout_seconds == seconds
+
+
 def test_an_interval_of_zero_is_allowed() -> None:
     assert accepted({"poll": {"interval_seconds": 0}}).poll.interval_seconds == 0
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from tests.helpers import FakeClock
+from vodpoller.emulator import wire
 from vodpoller.emulator.queue import AppId, LeaseQueue, QueueCounts
 
 LEASE = 30.0
@@ -148,6 +149,31 @@ def test_applications_are_kept_apart(queue: LeaseQueue) -> None:
     counts = queue.counts()
     assert counts[1] == QueueCounts(queued=0, leased=0, confirmed=1)
     assert counts[2] == QueueCounts(queued=2, leased=0, confirmed=0)
+
+
+def test_encoded_events_are_pulled_as_entries_and_leased_as_they_are(queue: LeaseQueue) -> None:
+    [first, second] = events(1, 2)
+    queue.enqueue(None, [wire.encode(first), second])
+    pulled = queue.pull(None, 16)
+    assert [{k: v for k, v in e.items() if k != "EventHandle"} for e in pulled] == [first, second]
+    queue.enqueue(None, [wire.encode(first)])
+    [delivery] = queue.lease(None, 16)
+    assert delivery.event == wire.encode(first)
+
+
+def test_released_events_wait_again_first_in_line_and_count_as_redelivered(
+    queue: LeaseQueue, clock: FakeClock
+) -> None:
+    queue.enqueue(None, events(1, 2, 3))
+    leased = [entry["EventHandle"] for entry in queue.pull(None, 2)]
+    assert queue.release(None, [leased[1], "unknown", leased[0]]) == 2
+    assert queue.counts()[None] == QueueCounts(queued=3, leased=0, confirmed=0)
+    assert ids_of(queue.pull(None, 16)) == [1, 2, 3]
+    assert queue.redelivered == 2
+    assert queue.confirm(None, leased).rejected == leased  # released handles are spent
+    clock.advance(LEASE)
+    assert queue.release(None, [e["EventHandle"] for e in queue.pull(None, 1)]) == 1
+    assert queue.release(1, ["never-issued"]) == 0
 
 
 def test_empty_pull_without_wait_answers_at_once(queue: LeaseQueue) -> None:

@@ -1,4 +1,5 @@
-"""The three VOD actions the emulator serves, on parsed parameters; HTTP lives in `server.py`."""
+"""The three VOD actions the emulator serves, on parsed parameters; HTTP lives in `handler.py`.
+A `PullEvents` answer carries its entries already rendered (bytes, see `wire.py`)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vodpoller.emulator import wire
 from vodpoller.emulator.apierror import ApiError
 from vodpoller.emulator.queue import AppId, LeaseQueue
+from vodpoller.emulator.shape import PLAIN, Shape
 
 API_VERSION = "2018-07-17"
 MAX_CONFIRM_HANDLES = 16
@@ -43,6 +46,8 @@ class VodApi:
     def __init__(self, queue: LeaseQueue, settings: ApiSettings):
         self.queue = queue
         self.settings = settings
+        # How entries are laid out from the next delivery on; replaced whole, never changed.
+        self.shape: Shape = PLAIN
         self._actions: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
             "PullEvents": self.pull_events,
             "ConfirmEvents": self.confirm_events,
@@ -65,8 +70,12 @@ class VodApi:
     def pull_events(self, params: Mapping[str, Any]) -> dict[str, Any]:
         _check_params(params, {"ExtInfo", "SubAppId"})
         app = _sub_app_id(params)
-        events = self.queue.pull(app, self.settings.max_events, self.settings.long_poll_seconds)
-        if events:
+        deliveries = self.queue.lease(
+            app, self.settings.max_events, self.settings.long_poll_seconds
+        )
+        if deliveries:
+            shape = self.shape  # the one in force when the events were leased
+            events = [wire.render(wire.encoded(d.event), shape, d.handle) for d in deliveries]
             return {"EventSet": events}
         if self.settings.empty_response == "null":
             return {"EventSet": None}

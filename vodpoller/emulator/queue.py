@@ -1,21 +1,25 @@
 """Per-application event queues with leases, as reliable callback behaves: a pulled event is
 invisible until it is confirmed or its lease runs out, then it is delivered again with a new
-handle. Every event is in exactly one of: queued, leased, confirmed."""
+handle. Every event is in exactly one of: queued, leased, confirmed. An event is held as it
+was given: an entry (in-process use) or already encoded for HTTP (`wire.Encoded`)."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import os
+import random
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from vodpoller.emulator.wire import Encoded, Entry, decode
+
 AppId = int | None
-Entry = dict[str, Any]
+__all__ = ["AppId", "ConfirmOutcome", "Delivery", "Entry", "LeaseQueue", "QueueCounts"]
 
 
 @dataclass
@@ -51,8 +55,19 @@ class ConfirmOutcome:
     rejected: list[str]
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    handle: str
+    event: Entry | Encoded  # as enqueued; `wire.encoded` turns either into bytes to send
+
+
+# Handles need to be unique, not secret: random bits without a system call per handle
+# (os.urandom releases the GIL under the queue's lock, and every waiting thread piles up).
+_handle_bits = random.Random(os.urandom(32)).getrandbits
+
+
 def _new_handle() -> str:
-    return uuid.uuid4().hex
+    return f"{_handle_bits(128):032x}"
 
 
 class LeaseQueue:
@@ -70,7 +85,7 @@ class LeaseQueue:
         self._new_handle = new_handle
         self._changed = threading.Condition()
         self._apps: dict[AppId, _Application] = {}
-        self._entries: dict[int, Entry] = {}
+        self._events: dict[int, Entry | Encoded] = {}
         self._deliveries: dict[int, int] = {}
         self._ids = itertools.count(1)
         self.redelivered = 0
@@ -96,14 +111,18 @@ class LeaseQueue:
         for queue in self._apps.values():
             self._expire(queue, now)
 
-    def enqueue(self, app: AppId, entries: Iterable[Mapping[str, Any]]) -> int:
-        """Add events (any `EventHandle` in them is dropped); return how many."""
+    def enqueue(self, app: AppId, entries: Iterable[Mapping[str, Any] | Encoded]) -> int:
+        """Add events (any `EventHandle` in an entry is dropped); return how many."""
+        events = [
+            e if isinstance(e, Encoded) else {k: v for k, v in e.items() if k != "EventHandle"}
+            for e in entries
+        ]
         with self._changed:
             queue = self._app(app)
             count = 0
-            for entry in entries:
+            for event in events:
                 event_id = next(self._ids)
-                self._entries[event_id] = {k: v for k, v in entry.items() if k != "EventHandle"}
+                self._events[event_id] = event
                 self._deliveries[event_id] = 0
                 queue.ready.append(event_id)
                 count += 1
@@ -113,6 +132,16 @@ class LeaseQueue:
 
     def pull(self, app: AppId, max_events: int, wait_seconds: float = 0.0) -> list[Entry]:
         """Lease up to `max_events`; when none wait, hold up to `wait_seconds` for one."""
+        return [
+            {
+                "EventHandle": d.handle,
+                **(decode(d.event) if isinstance(d.event, Encoded) else d.event),
+            }
+            for d in self.lease(app, max_events, wait_seconds)
+        ]
+
+    def lease(self, app: AppId, max_events: int, wait_seconds: float = 0.0) -> list[Delivery]:
+        """`pull`, with the events as they were enqueued, for `wire` to render."""
         deadline = self._clock() + wait_seconds
         with self._changed:
             queue = self._app(app)
@@ -128,8 +157,8 @@ class LeaseQueue:
                     remaining = min(remaining, max(queue.expiries[0][0] - now, 0.001))
                 self._changed.wait(remaining)
 
-    def _lease(self, queue: _Application, max_events: int, now: float) -> list[Entry]:
-        delivered: list[Entry] = []
+    def _lease(self, queue: _Application, max_events: int, now: float) -> list[Delivery]:
+        delivered: list[Delivery] = []
         expires_at = now + self.lease_seconds
         while queue.ready and len(delivered) < max_events:
             event_id = queue.ready.popleft()
@@ -139,7 +168,7 @@ class LeaseQueue:
             if self._deliveries[event_id]:
                 self.redelivered += 1
             self._deliveries[event_id] += 1
-            delivered.append({"EventHandle": handle, **self._entries[event_id]})
+            delivered.append(Delivery(handle, self._events[event_id]))
         return delivered
 
     def confirm(self, app: AppId, handles: Iterable[str]) -> ConfirmOutcome:
@@ -154,11 +183,27 @@ class LeaseQueue:
                 if lease is None:
                     rejected.append(handle)
                     continue
-                del self._entries[lease.event_id]
+                del self._events[lease.event_id]
                 del self._deliveries[lease.event_id]
                 queue.confirmed += 1
                 confirmed += 1
             return ConfirmOutcome(confirmed, rejected)
+
+    def release(self, app: AppId, handles: Iterable[str]) -> int:
+        """End live leases early: their events wait again, at the front, as after an expiry.
+        Return how many were released."""
+        with self._changed:
+            queue = self._app(app)
+            self._expire(queue, self._clock())
+            returned = sorted(  # oldest first, as expired ones
+                lease.event_id
+                for lease in (queue.leases.pop(handle, None) for handle in handles)
+                if lease is not None
+            )
+            queue.ready.extendleft(reversed(returned))
+            if returned:
+                self._changed.notify_all()
+            return len(returned)
 
     def waiting(self, app: AppId) -> int:
         """Events of `app` that a pull would return now."""

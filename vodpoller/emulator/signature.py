@@ -3,6 +3,7 @@ with hashlib/hmac so that a bug in the SDK's signer cannot hide behind the same 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping
@@ -34,6 +35,8 @@ def _hmac(key: bytes, message: str) -> bytes:
     return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
 
 
+# Derived once a day per key rather than three HMACs on every request.
+@functools.lru_cache(maxsize=64)
 def signing_key(secret_key: str, date: str, service: str = SERVICE) -> bytes:
     k_date = _hmac(("TC3" + secret_key).encode("utf-8"), date)
     k_service = _hmac(k_date, service)
