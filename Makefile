@@ -51,8 +51,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# BENCH_ARGS go to bench.drain, e.g. BENCH_ARGS="--quick" or
+# BENCH_ARGS="--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/test".
 bench: $(STAMP)
 	$(BIN)/python -m bench.emulator_throughput
+	$(BIN)/python -m bench.drain $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache vodpoller-demo.db build dist

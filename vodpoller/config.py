@@ -111,7 +111,8 @@ class VodSettings(_Section):
 
 class PollSettings(_Section):
     interval_seconds: float = Field(1.0, ge=0)
-    concurrency: int = Field(4, ge=1, le=64)
+    # The most pullers per application; pacing.PullerLimit finds the level below it.
+    concurrency: int = Field(32, ge=1, le=64)
     rate_limit_per_second: float = Field(100.0, gt=0)
     # VOD refuses a handle 30 s after the pull answered: a longer budget would only waste calls.
     confirm_budget_seconds: float = Field(30.0, gt=0, le=30)

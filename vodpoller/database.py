@@ -3,7 +3,6 @@ in WAL mode with a busy timeout and IMMEDIATE write transactions, utf8mb4 on MyS
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
@@ -14,8 +13,16 @@ from urllib.parse import quote, unquote
 import structlog
 from sqlalchemy import URL, Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    SQLAlchemyError,
+    StatementError,
+)
 
+from vodpoller import rawjson
 from vodpoller.errors import StorageError
 
 _T = TypeVar("_T")
@@ -44,6 +51,7 @@ def make_engine(url: str | URL, *, read_only: bool = False) -> Engine:
         pool_pre_ping=True,
         hide_parameters=True,
         json_serializer=_json_dumps,
+        json_deserializer=_json_loads,
         connect_args=_network_timeouts(backend, parsed),
     )
     if backend == "sqlite":
@@ -84,9 +92,22 @@ def safe_url(url: str | URL) -> str:
         return "<unparseable database URL>"
 
 
+class RawJSON:
+    """JSON text to store as it is (an entry as received), not written out again."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+
 def _json_dumps(value: Any) -> str:
-    # Non-ASCII kept as is: the payload reads naturally in SQL and the columns are UTF-8.
-    return json.dumps(value, ensure_ascii=False)
+    return value.text if isinstance(value, RawJSON) else rawjson.dumps(value)
+
+
+def _json_loads(text: str | bytes) -> Any:
+    """Numbers read back as they were written (rawjson); some drivers hand over bytes."""
+    return rawjson.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
 
 
 def _create_sqlite_directory(url: URL) -> None:
@@ -228,3 +249,42 @@ def is_unique_violation(error: SQLAlchemyError) -> bool:
 def driver_message(error: SQLAlchemyError) -> str:
     """The driver's own message, without the SQL."""
     return str(error.orig) if isinstance(error, DBAPIError) else str(error)
+
+
+# Errors that say a value is wrong, not the database or the connection: worth storing the
+# batch entry by entry so that the one entry goes to vod_rejects and the rest are kept.
+_VALUE_SQLSTATE_CLASSES: Final = ("22",)  # PostgreSQL's data exceptions
+_MYSQL_VALUE_ERRORS: Final = frozenset(
+    {
+        1264,  # out of range value
+        1366,  # incorrect string value
+        1406,  # data too long
+        3140,  # invalid JSON text
+        3146,  # invalid data type for JSON data
+        3150,  # JSON value too deep
+        3151,  # JSON document too big
+        3155,  # JSON number out of range
+        4025,  # CHECK constraint failed (MariaDB's JSON_VALID)
+        4038,  # syntax error in JSON text (MariaDB)
+    }
+)
+
+
+def is_value_error(error: BaseException | None) -> bool:  # noqa: PLR0911 (one test a line)
+    """A value the database (or its driver) refuses: out of range, not valid for the column."""
+    if isinstance(error, ValueError | OverflowError | UnicodeError):
+        return True
+    if isinstance(error, StatementError) and not isinstance(error, DBAPIError):
+        return isinstance(error.orig, ValueError | OverflowError | UnicodeError)
+    if not isinstance(error, DBAPIError) or error.connection_invalidated:
+        return False
+    if isinstance(error, DataError):
+        return True
+    if isinstance(error, IntegrityError):
+        return not is_unique_violation(error)
+    original = error.orig
+    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith(_VALUE_SQLSTATE_CLASSES):
+        return True
+    arguments = original.args if original is not None else ()
+    return bool(arguments) and arguments[0] in _MYSQL_VALUE_ERRORS

@@ -1,5 +1,5 @@
-"""`vodpoller demo`: the emulator with a sample of every event type, drained into a SQLite file
-with the real SDK over HTTP while the emulator refuses some confirms; those events come back
+"""`vodpoller demo`: a sample of every event type drained from the emulator into a SQLite file
+with the real SDK over HTTP. The emulator refuses the confirms of the first few; they come back
 after their lease and land in their rows again. Then a table of what was stored."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from vodpoller import logs
 from vodpoller.app import components
 from vodpoller.config import DatabaseSettings, PollSettings, Settings, VodSettings
 from vodpoller.emulator.faults import FaultPlan
+from vodpoller.emulator.samples import load_samples
 from vodpoller.emulator.server import Emulator, EmulatorOptions
 from vodpoller.output import terminal_width, write_table
 
@@ -26,9 +27,8 @@ _EXAMPLE_QUERY = "SELECT event_type, task_id, status, deliveries FROM vod_events
 _COLUMNS = ("id", "event_type", "task_id", "file_id", "status", "deliveries")
 LEASE_SECONDS = 1.0
 # A refused confirm (the answer VOD gives a handle older than 30 s): the event comes back.
-REFUSED_CONFIRMS = {"ConfirmEvents": {"error_rate": 0.4, "error_codes": ["InvalidParameterValue"]}}
-# One puller and a seeded emulator: the same confirms are refused on every run.
-SEED = 7
+REFUSED_CONFIRMS = {"ConfirmEvents": {"error_rate": 1.0, "error_codes": ["InvalidParameterValue"]}}
+REFUSED = 12  # the first samples, drained while the emulator refuses every confirm
 
 
 def demo_settings(emulator: Emulator, database: Path) -> Settings:
@@ -39,7 +39,7 @@ def demo_settings(emulator: Emulator, database: Path) -> Settings:
             secret_id=SecretStr(emulator.options.secret_id),
             secret_key=SecretStr(emulator.options.secret_key),
         ),
-        poll=PollSettings(interval_seconds=0.0, concurrency=1),
+        poll=PollSettings(interval_seconds=0.0),
         database=DatabaseSettings(url=f"sqlite:///{database}"),
     )
 
@@ -53,37 +53,34 @@ def _fresh(database: Path) -> None:
 def run_demo(out: TextIO, database: Path = DEMO_DATABASE) -> int:
     logs.configure("error", "console")
     _fresh(database)
-    options = EmulatorOptions(
-        port=0,
-        samples=True,
-        long_poll_seconds=0.5,
-        lease_seconds=LEASE_SECONDS,
-        max_events=8,
-        seed=SEED,
-    )
+    samples = load_samples()
+    refused, rest = samples[:REFUSED], samples[REFUSED:]
+    options = EmulatorOptions(port=0, long_poll_seconds=0.5, lease_seconds=LEASE_SECONDS)
     with Emulator(options) as emulator:
-        queued = emulator.stats()["Queued"]
         print(
-            f"Emulator on {emulator.url} with {queued} sample events, one of every known type.",
+            f"Emulator on {emulator.url} with {len(samples)} sample events, one of every known "
+            "type.",
             file=out,
         )
-        emulator.faults = FaultPlan.parse(REFUSED_CONFIRMS, actions=emulator.api.actions)
         settings = demo_settings(emulator, database)
         with components(settings, command="demo") as built:
+            emulator.queue.enqueue(None, refused)
+            emulator.faults = FaultPlan.parse(REFUSED_CONFIRMS, actions=emulator.api.actions)
             first = built.drain()
             print(
-                f"Drained with the Tencent Cloud SDK over HTTP: {first.summary()}; the emulator "
-                f"refused {first.pulled - first.confirmed} confirm(s) on purpose.",
+                f"Drained {len(refused)} with the Tencent Cloud SDK over HTTP, the emulator "
+                f"refusing every confirm on purpose: {first.summary()}",
                 file=out,
             )
             emulator.faults = FaultPlan()
-            time.sleep(LEASE_SECONDS + 0.2)  # the refused events' leases run out: VOD resends
+            time.sleep(LEASE_SECONDS + 0.2)  # their leases run out: VOD delivers them again
+            emulator.queue.enqueue(None, rest)
             again = built.drain()
             rows = built.store.rows()
         left = emulator.stats()
     print(
-        f"Their leases ran out and they came back: {again.summary()} (a redelivery adds no "
-        "row, it counts in `deliveries`).",
+        f"Their leases ran out; they came back with the other {len(rest)}: {again.summary()} "
+        "(a redelivery adds no row, it counts in `deliveries`).",
         file=out,
     )
     print(f"Emulator after the drain: Queued={left['Queued']} Leased={left['Leased']}", file=out)

@@ -17,12 +17,12 @@ from typing import Final
 
 from vodpoller.confirmer import Confirmer
 from vodpoller.errors import SourceError, TransientSourceError, describe
-from vodpoller.events import parse_entry
+from vodpoller.events import Event, parse_entry
 from vodpoller.logs import get_logger
 from vodpoller.metrics import Metrics
 from vodpoller.pacing import AdaptiveRate, PullerLimit, Stopped
 from vodpoller.source import Batch, EventSource
-from vodpoller.store import Release
+from vodpoller.store import Reject, Release
 from vodpoller.storer import StoreJob, Storer, Ticket, Writer
 
 log = get_logger(__name__)
@@ -44,6 +44,7 @@ class DrainResult:
     confirmed: int = 0
     unconfirmed: int = 0  # handles given up on: those events come back and find their rows
     pulls: int = 0
+    rejected: int = 0  # entries kept in vod_rejects (unparseable, or refused by the database)
 
     def add(self, other: DrainResult) -> None:
         for f in fields(self):
@@ -64,6 +65,7 @@ def _result_of(ticket: Ticket) -> DrainResult:
         confirmed=ticket.confirmed,
         unconfirmed=ticket.refused + ticket.not_sent,
         pulls=1,
+        rejected=ticket.rejected,
     )
 
 
@@ -314,9 +316,22 @@ class Poller:
     def _hand_over(self, batch: Batch) -> Ticket:
         """Parse the batch and give it to the store worker (which may make us wait). The
         handles go back to VOD exactly as received."""
-        good = [d for d in batch.deliveries if d.entry is not None and d.problem is None]
-        events = [parse_entry(d.entry, batch.sub_app_id) for d in good if d.entry is not None]
-        handles = [d.handle for d in good]
+        events: list[Event] = []
+        handles: list[str | None] = []
+        rejects: list[Reject] = []
+        for delivery in batch.deliveries:
+            if delivery.entry is None or delivery.problem is not None:
+                reason = delivery.problem or "not an object"
+                rejects.append(Reject(delivery.text, delivery.handle, reason))
+                continue
+            try:
+                events.append(parse_entry(delivery.entry, batch.sub_app_id, delivery.text))
+            except Exception as error:
+                log.error("an entry could not be parsed", exc_info=error)
+                reason = f"vodpoller could not parse it: {type(error).__name__}"
+                rejects.append(Reject(delivery.text, delivery.handle, reason))
+                continue
+            handles.append(delivery.handle)
         ticket = Ticket(len(batch.deliveries))
         self.storer.submit(
             StoreJob(
@@ -328,6 +343,7 @@ class Poller:
                 deadline=batch.sent_at + self.confirm_budget_seconds,
                 ticket=ticket,
                 request_id=batch.request_id,
+                rejects=rejects,
             )
         )
         return ticket

@@ -1,6 +1,6 @@
-"""The tables as SQLAlchemy Core sees them: `vod_events` and `vod_daemons`. Alembic revisions
-in `migrations/` create and change the real schema; the migration drift test keeps the two in
-step."""
+"""The tables as SQLAlchemy Core sees them: `vod_events`, `vod_daemons` and `vod_rejects`.
+Alembic revisions in `migrations/` create and change the real schema; the migration drift test
+keeps the two in step."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from vodpoller.events import SHORT_TEXT
 
 TABLE_NAME: Final = "vod_events"
 DAEMONS_TABLE_NAME: Final = "vod_daemons"
+REJECTS_TABLE_NAME: Final = "vod_rejects"
 # Instance ids of daemons (`heartbeat.new_instance_id`) and content keys (SHA-256 hex).
 KEY_LENGTH: Final = 64
 
@@ -142,5 +143,28 @@ vod_daemons = Table(
     Column("stored", BigInteger, nullable=False, default=0, server_default=text("0")),
     Column("duplicates", BigInteger, nullable=False, default=0, server_default=text("0")),
     Column("confirmed", BigInteger, nullable=False, default=0, server_default=text("0")),
+    mysql_charset="utf8mb4",
+)
+
+
+# Entries that could not be parsed or stored, kept as received with the reason; their
+# handles are confirmed so that they do not come back. MySQL's TEXT stops at 64 kB.
+_LONG_TEXT = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+vod_rejects = Table(
+    REJECTS_TABLE_NAME,
+    metadata,
+    Column(
+        "id",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("sub_app_id", BigInteger, nullable=True),
+    Column("event_handle", _LONG_TEXT, nullable=True),
+    Column("raw", _LONG_TEXT, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
+    Index(None, "received_at"),
     mysql_charset="utf8mb4",
 )

@@ -24,21 +24,28 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from vodpoller import identity
+from vodpoller import identity, rawjson
+from vodpoller.classify import one_line
 from vodpoller.daemons import dead_among
 from vodpoller.database import (
     RaceLost,
+    RawJSON,
+    driver_message,
+    is_unique_violation,
+    is_value_error,
     make_engine,
     safe_url,
     transaction,
     writer,
 )
-from vodpoller.errors import StorageError
-from vodpoller.events import PAYLOAD_COLUMNS, Event
+from vodpoller.errors import StorageError, describe
+from vodpoller.events import PAYLOAD_COLUMNS, Event, storable
 from vodpoller.identity import Absorb, NewRow, StoredRow
-from vodpoller.schema import vod_events
+from vodpoller.logs import get_logger
+from vodpoller.schema import vod_events, vod_rejects
 
 _T = TypeVar("_T")
+_log = get_logger(__name__)
 
 # Far below the bind-parameter limits (SQLite 32,766; PostgreSQL 65,535) in an IN list.
 KEYS_PER_STATEMENT: Final = 500
@@ -97,22 +104,43 @@ _CONFIRM = (
 
 
 @dataclass(frozen=True)
+class Reject:
+    """An entry kept in `vod_rejects` instead of `vod_events`: its text as received and why."""
+
+    text: str
+    handle: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class Answer:
     """The entries of one `PullEvents` answer (distinct events, by VOD's rule) and when it
-    arrived; all of them get this `received_at`."""
+    arrived; all of them get this `received_at`. `rejects`: the entries that cannot be
+    events (unparseable), kept in `vod_rejects` in the same transaction."""
 
     events: Sequence[Event]
     received_at: datetime
+    sub_app_id: int | None = None
+    rejects: Sequence[Reject] = ()
 
 
 @dataclass(frozen=True)
 class SaveResult:
     """`stored`: new rows; `duplicates`: deliveries of events already stored; `row_ids`: the
-    row of each event, in order."""
+    row of each event, in order, None for an event the database refused (kept in
+    `vod_rejects` instead: `refused` counts them)."""
 
     stored: int
     duplicates: int
-    row_ids: tuple[int, ...] = field(default=(), compare=False)
+    row_ids: tuple[int | None, ...] = field(default=(), compare=False)
+    refused: int = field(default=0, compare=False)
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        """The rows, when the database took every event (it refused none)."""
+        if self.refused or any(row_id is None for row_id in self.row_ids):
+            raise ValueError(f"the database refused {self.refused} of these events")
+        return tuple(row_id for row_id in self.row_ids if row_id is not None)
 
 
 @dataclass(frozen=True)
@@ -224,17 +252,29 @@ class EventStore:
     ) -> tuple[list[SaveResult], SettleResult]:
         """`settle` and `save_answers` in one transaction, in that order (a row let go of
         can take its redelivery in the same transaction): the store worker's one write."""
-        if not any(answer.events for answer in answers):
+        if not any(answer.events or answer.rejects for answer in answers):
             settled = self.settle(confirmed, released, holder=holder)
             return [SaveResult(0, 0) for _ in answers], settled
         when = datetime.now(UTC)
-        count = sum(len(answer.events) for answer in answers)
+        what = f"storing a batch of {sum(len(answer.events) for answer in answers)} events"
 
-        def work(connection: Connection) -> tuple[list[SaveResult], SettleResult]:
+        def work(connection: Connection, careful: bool) -> tuple[list[SaveResult], SettleResult]:
             settled = _settle(connection, confirmed, released, holder, when)
-            return _save(connection, answers, holder), settled
+            return _save(connection, answers, holder, careful=careful), settled
 
-        return transaction(self._writer, f"storing a batch of {count} events", work)
+        try:
+            return transaction(self._writer, what, lambda connection: work(connection, False))
+        except StorageError as error:
+            if not is_value_error(error.__cause__):
+                raise
+            # One entry holds a value this database refuses (a number beyond its JSON, say):
+            # again, one new row at a time, so that only that entry goes to vod_rejects.
+            cause = error.__cause__
+            _log.warning(
+                "the database refused a value; storing the batch entry by entry",
+                error=_reason(cause) if cause is not None else describe(error),
+            )
+            return transaction(self._writer, what, lambda connection: work(connection, True))
 
     # -- small reads ---------------------------------------------------------------------
 
@@ -263,7 +303,7 @@ class EventStore:
 
 
 def _save(
-    connection: Connection, answers: Sequence[Answer], holder: str | None
+    connection: Connection, answers: Sequence[Answer], holder: str | None, *, careful: bool = False
 ) -> list[SaveResult]:
     events = [event for answer in answers for event in answer.events]
     candidates = _same_content(connection, events)
@@ -281,12 +321,31 @@ def _save(
             else:
                 new_rows.append((decision, event, answer.received_at))
     _absorb(connection, absorbs, holder)
-    ids = _insert(connection, new_rows, holder)
+    if careful:
+        ids, refused = _insert_one_by_one(connection, new_rows, holder)
+    else:
+        ids, refused = _insert(connection, new_rows, holder), {}
     results = []
-    for decided in decisions:
-        row_ids = tuple(d.row_id if isinstance(d, Absorb) else ids[d.dedup_key] for d in decided)
-        stored = sum(isinstance(d, NewRow) for d in decided)
-        results.append(SaveResult(stored, len(decided) - stored, row_ids))
+    for answer, decided in zip(answers, decisions, strict=True):
+        row_ids = tuple(
+            d.row_id if isinstance(d, Absorb) else ids.get(d.dedup_key) for d in decided
+        )
+        turned_away = [
+            (event, refused[d.dedup_key])
+            for event, d in zip(answer.events, decided, strict=True)
+            if isinstance(d, NewRow) and d.dedup_key in refused
+        ]
+        stored = sum(isinstance(d, NewRow) for d in decided) - len(turned_away)
+        kept = [
+            *answer.rejects,
+            *(
+                Reject(rawjson.dumps(event.payload), event.event_handle or None, reason)
+                for event, reason in turned_away
+            ),
+        ]
+        _keep_rejects(connection, answer, kept)
+        duplicates = len(decided) - stored - len(turned_away)
+        results.append(SaveResult(stored, duplicates, row_ids, len(turned_away)))
     return results
 
 
@@ -374,6 +433,56 @@ def _insert(
     return ids
 
 
+def _insert_one_by_one(
+    connection: Connection,
+    new_rows: Sequence[tuple[NewRow, Event, datetime]],
+    holder: str | None,
+) -> tuple[dict[str, int], dict[str, str]]:
+    """Each new row in a savepoint of its own: those the database refuses are left out, with
+    the reason (dedup_key -> reason). Only after a batch was refused as a whole."""
+    ids: dict[str, int] = {}
+    refused: dict[str, str] = {}
+    for decision, event, received_at in new_rows:
+        row = _row(decision, event, received_at, holder)
+        try:
+            with connection.begin_nested():
+                # Read inside the savepoint: SQLite cannot release one with a result open.
+                row_id = connection.execute(_INSERT.returning(_c.id), row).scalar_one()
+        except (SQLAlchemyError, ValueError, OverflowError, UnicodeError) as error:
+            if isinstance(error, SQLAlchemyError) and is_unique_violation(error):
+                raise RaceLost("a key was taken while storing entry by entry") from error
+            if not is_value_error(error):
+                raise
+            refused[decision.dedup_key] = one_line(f"the database refused it: {_reason(error)}")
+            continue
+        ids[decision.dedup_key] = int(row_id)
+    return ids, refused
+
+
+def _keep_rejects(connection: Connection, answer: Answer, rejects: Sequence[Reject]) -> None:
+    if not rejects:
+        return
+    connection.execute(
+        insert(vod_rejects),
+        [
+            {
+                "sub_app_id": answer.sub_app_id,
+                "event_handle": None if reject.handle is None else storable(reject.handle),
+                "raw": storable(reject.text),
+                "reason": one_line(reject.reason, 1000),
+                "received_at": answer.received_at,
+            }
+            for reject in rejects
+        ],
+    )
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, SQLAlchemyError):
+        return driver_message(error)
+    return f"{type(error).__name__}: {error}"
+
+
 def _row(
     decision: NewRow, event: Event, received_at: datetime, holder: str | None
 ) -> dict[str, Any]:
@@ -386,7 +495,7 @@ def _row(
         "event_type": event.event_type,
         "event_handle": event.event_handle,
         **{column: getattr(event, column) for column in PAYLOAD_COLUMNS},
-        "payload": event.payload,
+        "payload": event.payload if event.payload_text is None else RawJSON(event.payload_text),
         "received_at": received_at,
         "delivered_at": received_at,
         "confirmed_at": None,

@@ -19,7 +19,7 @@ from vodpoller.events import Event
 from vodpoller.logs import get_logger
 from vodpoller.metrics import Metrics
 from vodpoller.source import MAX_CONFIRM_HANDLES
-from vodpoller.store import Answer, Release, SaveResult, SettleResult
+from vodpoller.store import Answer, Reject, Release, SaveResult, SettleResult
 
 log = get_logger(__name__)
 
@@ -54,14 +54,16 @@ class Ticket:
         self.confirmed = 0
         self.refused = 0
         self.not_sent = 0
+        self.rejected = 0  # kept in vod_rejects: unparseable, or refused by the database
         self.error: BaseException | None = None
         self._jobs = 0
         self._done = threading.Event()
         self._lock = threading.Lock()
 
-    def saved(self, result: SaveResult, jobs: int) -> None:
+    def saved(self, result: SaveResult, jobs: int, rejected: int = 0) -> None:
         with self._lock:
             self.stored, self.duplicates, self._jobs = result.stored, result.duplicates, jobs
+            self.rejected = rejected
             if jobs == 0:
                 self._done.set()
 
@@ -102,6 +104,7 @@ class StoreJob:
     ticket: Ticket
     request_id: str | None = None
     sent_at: float = field(default_factory=time.monotonic)  # when its pull went out
+    rejects: list[Reject] = field(default_factory=list)  # entries that are no events
 
 
 class Storer:
@@ -226,7 +229,7 @@ class Storer:
         """One transaction; then the stored batches go to the confirmer."""
         try:
             results, _settled = self.store.write(
-                [Answer(job.events, job.received_at) for job in jobs],
+                [Answer(job.events, job.received_at, job.sub_app_id, job.rejects) for job in jobs],
                 confirmed,
                 released,
                 holder=self.holder,
@@ -282,31 +285,39 @@ class Storer:
                 self._retry_after = time.monotonic() + pause
 
     def _confirm(self, job: StoreJob, result: SaveResult) -> None:
-        """Hand the stored batch's handles to the confirmer, 16 at a time; rows without a
-        handle cannot be confirmed and are let go of at once."""
-        confirmable = [
-            (handle, row_id)
-            for handle, row_id in zip(job.handles, result.row_ids, strict=True)
-            if handle is not None
-        ]
-        without = [
-            Release(row_id, job.received_at)
-            for handle, row_id in zip(job.handles, result.row_ids, strict=True)
-            if handle is None
-        ]
+        """Hand the stored batch's handles to the confirmer, 16 at a time. Rows without a
+        handle cannot be confirmed and are let go of at once; entries kept in vod_rejects are
+        confirmed so that they do not come back, and have no row to settle."""
+        paired = list(zip(job.handles, result.row_ids, strict=True))
+        with_rows = [(h, row) for h, row in paired if h is not None and row is not None]
+        without = [Release(row, job.received_at) for h, row in paired if h is None and row]
+        rejected = [h for h, row in paired if h is not None and row is None]
+        rejected += [reject.handle for reject in job.rejects if reject.handle is not None]
         if without:
             self.settle((), without)
-        chunks = [
-            confirmable[start : start + MAX_CONFIRM_HANDLES]
-            for start in range(0, len(confirmable), MAX_CONFIRM_HANDLES)
-        ]
-        job.ticket.saved(result, len(chunks))
-        for chunk in chunks:
+        chunks: list[tuple[tuple[str, ...], tuple[int, ...]]] = []
+        for start in range(0, len(with_rows), MAX_CONFIRM_HANDLES):
+            chunk = with_rows[start : start + MAX_CONFIRM_HANDLES]
+            chunks.append((tuple(h for h, _ in chunk), tuple(row for _, row in chunk)))
+        for start in range(0, len(rejected), MAX_CONFIRM_HANDLES):
+            chunks.append((tuple(rejected[start : start + MAX_CONFIRM_HANDLES]), ()))
+        kept = len(job.rejects) + result.refused
+        if kept:
+            log.warning(
+                "entries kept in vod_rejects, not as events",
+                sub_app_id=job.sub_app_id,
+                count=kept,
+                reasons=sorted({reject.reason for reject in job.rejects})[:5],
+                refused_by_database=result.refused,
+                request_id=job.request_id,
+            )
+        job.ticket.saved(result, len(chunks), kept)
+        for handles, row_ids in chunks:
             self.confirmer.submit(
                 ConfirmJob(
                     sub_app_id=job.sub_app_id,
-                    handles=tuple(handle for handle, _ in chunk),
-                    row_ids=tuple(row_id for _, row_id in chunk),
+                    handles=handles,
+                    row_ids=row_ids,
                     received_at=job.received_at,
                     deadline=job.deadline,
                     done=job.ticket.confirm_ended,

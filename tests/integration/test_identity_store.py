@@ -81,7 +81,7 @@ def test_working_stopped_working_is_three_rows_and_the_newest_says_working(
     daemon = live_daemon(migrated_store)
     for n, status in enumerate(["Working", "Stopped", "Working"]):
         saved = migrated_store.save([cast(status, f"h{n}")], at(n), holder=daemon)
-        migrated_store.settle(saved.row_ids, holder=daemon)
+        migrated_store.settle(saved.ids, holder=daemon)
 
     rows = migrated_store.rows()
     assert [row["status"] for row in rows] == ["Working", "Stopped", "Working"]
@@ -106,13 +106,13 @@ def test_a_redelivery_after_a_refused_confirm_is_one_row_also_with_a_new_null_ke
 ) -> None:
     daemon = live_daemon(migrated_store)
     first = event_factory()
-    (row_id,) = migrated_store.save([first], at(0), holder=daemon).row_ids
+    (row_id,) = migrated_store.save([first], at(0), holder=daemon).ids
     assert migrated_store.settle(released=[Release(row_id, at(0))], holder=daemon).released == 1
 
     again = redelivered(first, "h-2", NewEventOfARelease=None)
     assert again.legacy_key != first.legacy_key
     saved = migrated_store.save([again], at(31), holder=daemon)
-    migrated_store.settle(saved.row_ids, holder=daemon)
+    migrated_store.settle(saved.ids, holder=daemon)
 
     assert saved == SaveResult(stored=0, duplicates=1)
     (row,) = migrated_store.rows()
@@ -158,9 +158,9 @@ def test_a_twin_stored_while_the_holder_still_held_folds_in_when_it_lets_go(
 ) -> None:
     slow, fast = live_daemon(migrated_store), live_daemon(migrated_store)
     first = event_factory()
-    (held,) = migrated_store.save([first], at(0), holder=slow).row_ids
+    (held,) = migrated_store.save([first], at(0), holder=slow).ids
     # Its lease ran out before the slow daemon confirmed: VOD delivered the event again.
-    (twin,) = migrated_store.save([redelivered(first, "h-2")], at(31), holder=fast).row_ids
+    (twin,) = migrated_store.save([redelivered(first, "h-2")], at(31), holder=fast).ids
     migrated_store.settle([twin], holder=fast)
     assert len(migrated_store.rows()) == 2
 
@@ -179,7 +179,7 @@ def test_a_released_row_without_a_later_twin_stays_and_waits(
     daemon = live_daemon(migrated_store)
     event = event_factory()
     answer = [event, redelivered(event, "h-same-answer")]  # two events of one answer
-    first, second = migrated_store.save(answer, at(0), holder=daemon).row_ids
+    first, second = migrated_store.save(answer, at(0), holder=daemon).ids
 
     settled = migrated_store.settle(released=[Release(first, at(0))], holder=daemon)
 
@@ -225,8 +225,8 @@ def test_two_daemons_racing_on_the_same_redelivery_end_with_one_row(
             lambda i, store: store.save([copies[i][0]], copies[i][1], holder=daemons[i]),
         )
         # The expired copy's confirm is refused; the valid one's goes through.
-        stores[0].settle(released=[Release(saved[0].row_ids[0], copies[0][1])], holder=daemons[0])
-        stores[1].settle(saved[1].row_ids, holder=daemons[1])
+        stores[0].settle(released=[Release(saved[0].ids[0], copies[0][1])], holder=daemons[0])
+        stores[1].settle(saved[1].ids, holder=daemons[1])
     finally:
         for store in stores:
             store.dispose()
@@ -253,8 +253,8 @@ def test_two_daemons_storing_one_new_event_at_once_end_with_one_row(
             lambda i, store: store.save([copies[i][0]], copies[i][1], holder=daemons[i]),
         )
         assert sorted(result.stored for result in saved) == [1, 1]
-        stores[0].settle(released=[Release(saved[0].row_ids[0], copies[0][1])], holder=daemons[0])
-        stores[1].settle(saved[1].row_ids, holder=daemons[1])
+        stores[0].settle(released=[Release(saved[0].ids[0], copies[0][1])], holder=daemons[0])
+        stores[1].settle(saved[1].ids, holder=daemons[1])
     finally:
         for store in stores:
             store.dispose()

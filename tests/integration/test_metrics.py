@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import urllib.error
@@ -303,7 +304,8 @@ def test_the_backlog_gauge_follows_describe_events_state(
     source = make_source(settings_for(emulator, f"sqlite:///{tmp_path / 'x.db'}", sub_app_ids=()))
     metrics = PrometheusMetrics(APPS)
 
-    BacklogPoller(source.backlog, APPS, metrics, 60.0).poll_once()
+    with contextlib.closing(source):
+        BacklogPoller(source.backlog, APPS, metrics, 60.0).poll_once()
 
     gauge = metrics.registry.get_sample_value
     assert gauge("vodpoller_backlog_events", {"sub_app_id": "default"}) == 40
@@ -324,7 +326,7 @@ def test_a_failing_backlog_call_counts_an_api_error_and_warns_once(
     metrics = PrometheusMetrics([None])
     poller = BacklogPoller(source.backlog, [None], metrics, 60.0)
 
-    with capture_logs() as logs:
+    with contextlib.closing(source), capture_logs() as logs:
         poller.poll_once()
         poller.poll_once()
 

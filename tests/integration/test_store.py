@@ -63,7 +63,7 @@ def test_batch_is_stored_with_every_typed_column(
     )
     assert first["task_id"] is not None
     assert first["session_context"] is not None
-    assert result.row_ids == tuple(stored[event.legacy_key]["id"] for event in events)
+    assert result.ids == tuple(stored[event.legacy_key]["id"] for event in events)
 
 
 def test_redelivered_event_adds_no_row(
@@ -113,7 +113,7 @@ def test_settle_sets_confirmed_at_once(
     migrated_store: EventStore, event_factory: EventFactory
 ) -> None:
     first, second, third = event_factory.batch(3)
-    ids = migrated_store.save([first, second, third]).row_ids
+    ids = migrated_store.save([first, second, third]).ids
     early = datetime(2025, 3, 1, 12, 0, 0, 500, tzinfo=UTC)
     late = early + timedelta(minutes=5)
 

@@ -138,7 +138,7 @@ def test_rows_either_version_stores_during_the_overlap_are_one_per_event(
     # 0.1 stores an event after the upgrade: a row without content_key.
     run_0_1(version_0_1, database_url, [entry("by-old", "h1")])
     # The new version stores one, then lets go of it (its confirm was refused).
-    (row_id,) = new_store.save([parse_entry(entry("by-new", "h2"), APP)]).row_ids
+    (row_id,) = new_store.save([parse_entry(entry("by-new", "h2"), APP)]).ids
     new_store.settle(released=[Release(row_id, row_of(new_store, "by-new")["received_at"])])
 
     # Each gets the other's redelivery.

@@ -80,7 +80,7 @@ def test_the_defaults_are_those_spec_md_documents() -> None:
         [],
     )
     assert settings.vod.request_timeout_seconds == 10
-    assert (settings.poll.interval_seconds, settings.poll.concurrency) == (1.0, 4)
+    assert (settings.poll.interval_seconds, settings.poll.concurrency) == (1.0, 32)
     assert settings.poll.rate_limit_per_second == 100
     assert settings.poll.confirm_budget_seconds == 30
     assert (settings.logging.format, settings.logging.level) == ("json", "info")

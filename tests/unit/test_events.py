@@ -17,11 +17,14 @@ from vodpoller.events import (
     PAYLOAD_COLUMNS,
     SHORT_TEXT,
     Event,
+    canonical_json,
     content_key,
     find_payload,
     legacy_key,
     parse_entry,
     storable,
+    strip_null_members,
+    without_nulls,
 )
 from vodpoller.eventtypes import PAYLOAD_FIELD_BY_TYPE, PAYLOAD_FIELDS
 
@@ -436,7 +439,11 @@ def test_the_payload_is_the_entry_exactly_as_given() -> None:
 # -- any JSON at all -------------------------------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
     ),
@@ -495,3 +502,22 @@ def test_text_no_database_can_hold_is_replaced_and_the_rest_kept() -> None:
     assert event.session_id == "cut \ufffd"
     assert event.payload["PullCompleteEvent"]["Message"] == "a\ufffdb"
     assert event.content_key == parse_entry(event.payload, None).content_key
+
+
+@given(value=json_values)
+def test_stripping_null_members_from_the_text_equals_dumping_without_nulls(value: Any) -> None:
+    assert strip_null_members(canonical_json(value)) == canonical_json(without_nulls(value))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": "x,", "m": None},
+        {'k"q': None, "z": [None, {"y": None}]},
+        {"a": 'x","b":null}', "c": None},
+        {"a": {"b": None}, "c": None, "d": {}},
+        [None, {"a": None}, "x:null"],
+    ],
+)
+def test_tricky_texts_lose_exactly_their_null_members(value: Any) -> None:
+    assert strip_null_members(canonical_json(value)) == canonical_json(without_nulls(value))
