@@ -24,6 +24,8 @@ from vodpoller.metrics import Metrics
 from vodpoller.poller import DrainResult, Poller, Rates
 from vodpoller.source import EventSource, VodEventSource, resolve_credential
 from vodpoller.store import EventStore
+from vodpoller.storeprocess import StoreProcess
+from vodpoller.storer import Writer
 
 log = get_logger(__name__)
 
@@ -149,7 +151,7 @@ def make_source(settings: Settings) -> VodEventSource:
 def make_poller(
     settings: Settings,
     source: EventSource,
-    store: EventStore,
+    store: Writer,
     *,
     holder: str | None = None,
     stop: threading.Event | None = None,
@@ -177,6 +179,7 @@ class Components:
     poller: Poller
     registry: DaemonRegistry
     heartbeat: Heartbeat
+    store_process: StoreProcess | None = None
 
     def drain(self) -> DrainResult:
         """Every configured application once, until a pull comes back empty."""
@@ -186,6 +189,8 @@ class Components:
         self.heartbeat.stop()
         try:
             self.poller.close()
+            if self.store_process is not None:
+                self.store_process.close()
             # Every row it held is settled by now; one it could not record stays held by a
             # daemon no longer registered, which counts as dead: its events come back.
             self.registry.unregister()
@@ -207,9 +212,11 @@ def components(
     progressed: Callable[[int | None], None] | None = None,
     progress: Callable[[], Progress] | None = None,
     waiting: Callable[[str], None] | None = None,
+    store_process: bool = False,
 ) -> Iterator[Components]:
     """Everything a drain needs, closed on the way out. With `stop`, a database that is down
-    is waited for and a stop request cuts the start-up short (`Interrupted`)."""
+    is waited for and a stop request cuts the start-up short (`Interrupted`). With
+    `store_process`, batches are written by a child process (storeprocess.py)."""
     # One stop for all: it ends the drains (and cuts the start-up short).
     stop = stop or threading.Event()
     if source is None:
@@ -236,17 +243,27 @@ def components(
     except BaseException:
         store.dispose()
         raise
+    child = (
+        StoreProcess(
+            settings.database.url,
+            level=settings.logging.level,
+            fmt=settings.logging.format,
+            secrets=secrets_of(settings),
+        )
+        if store_process
+        else None
+    )
     poller = make_poller(
         settings,
         source,
-        store,
+        child or store,
         holder=registry.daemon_id,
         stop=stop,
         metrics=metrics,
         progressed=progressed,
     )
     built = Components(
-        settings, store, source, poller, registry, Heartbeat(registry, progress).start()
+        settings, store, source, poller, registry, Heartbeat(registry, progress).start(), child
     )
     try:
         yield built

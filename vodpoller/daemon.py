@@ -6,6 +6,7 @@ until a stop."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -128,6 +129,8 @@ class _Daemon:
                 progressed=progressed,
                 progress=self._progress,
                 waiting=self._waiting_for_database,
+                # Storing in a child process lets a backlog use two cores, not one.
+                store_process=(os.cpu_count() or 1) > 1,
             ) as built,
         ):
             days = settings.retention.days

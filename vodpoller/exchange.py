@@ -10,6 +10,7 @@ import http.client
 import io
 import ipaddress
 import os
+import select
 import selectors
 import socket
 import ssl
@@ -262,9 +263,10 @@ class _Connection(http.client.HTTPConnection):
         """A kept-alive connection the server closed meanwhile (readable while idle)."""
         if self.sock is None:
             return False
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.sock.fileno(), selectors.EVENT_READ)
-            return bool(selector.select(0))
+        # One poll, no selector object per request: this runs before every call.
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
 
 
 class HttpClient:

@@ -31,7 +31,7 @@ duplicate row.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -94,14 +94,19 @@ def plan(
     *,
     holder: str | None,
     dead: Collection[str] = (),
+    highest: Mapping[str, int] | None = None,
 ) -> list[list[Decision]]:
-    """One decision per delivery, answer by answer, in order. `rows` are the stored rows of
-    the same contents; `dead` the holders known to have died; `holder` the daemon storing
-    them (None: nobody will confirm them). Within the plan no row takes two deliveries,
-    whichever answers they are in: each is in our hands until we confirm it."""
+    """One decision per delivery, answer by answer, in order. `rows`: the stored rows of the
+    same contents that may take a redelivery (confirmed ones never do, so they need not be
+    read); `highest`: the highest occurrence stored of each content, confirmed rows included
+    (from `rows` when not given); `dead`: the holders known to have died; `holder`: the
+    daemon storing them (None: nobody will confirm them). Within the plan no row takes two
+    deliveries, whichever answers they are in: each is in our hands until we confirm it."""
     by_content: dict[str, list[StoredRow]] = {}
+    top: dict[str, int] = dict(highest or {})
     for stored in rows:
         by_content.setdefault(stored.content_key, []).append(stored)
+        top[stored.content_key] = max(top.get(stored.content_key, -1), stored.occurrence)
     for same in by_content.values():
         same.sort(key=lambda row: row.occurrence)
     taken: set[int] = set()  # rows that took a delivery of this plan: now in our hands
@@ -109,7 +114,7 @@ def plan(
     for answer in answers:
         decided: list[Decision] = []
         for event in answer:
-            same = by_content.setdefault(event.content_key, [])
+            same = by_content.get(event.content_key, [])
             redelivered = next(
                 (r for r in same if r.row_id not in taken and _redeliverable(r, holder, dead)),
                 None,
@@ -118,19 +123,18 @@ def plan(
                 decided.append(Absorb(redelivered.row_id, redelivered.held_by))
                 taken.add(redelivered.row_id)
                 continue
-            occurrence = max((r.occurrence for r in same), default=-1) + 1
+            occurrence = top.get(event.content_key, -1) + 1
+            top[event.content_key] = occurrence  # the next one of this plan comes after it
             decided.append(
                 NewRow(occurrence, dedup_key(event.content_key, event.legacy_key, occurrence))
             )
-            # Not stored yet (no id): it only counts for the occurrence numbers that follow.
-            same.append(StoredRow(-1, event.content_key, occurrence, False, holder, datetime.min))
         decisions.append(decided)
     return decisions
 
 
 def _redeliverable(row: StoredRow, holder: str | None, dead: Collection[str]) -> bool:
     """The row's confirm is known not to have taken effect: not confirmed, and let go of."""
-    if row.confirmed or row.row_id < 0:
+    if row.confirmed:
         return False
     return row.held_by is None or (row.held_by != holder and row.held_by in dead)
 

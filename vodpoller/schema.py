@@ -117,7 +117,8 @@ vod_events = Table(
     Index(None, "task_id"),
     Index(None, "file_id"),
     Index(None, "received_at"),
-    Index(None, "content_key"),
+    # Finds a content's rows and its highest occurrence (max over the index).
+    Index(None, "content_key", "occurrence"),
     mysql_charset="utf8mb4",
 )
 

@@ -13,6 +13,7 @@ from typing import Any, Final, TypeVar
 from sqlalchemy import (
     Connection,
     Engine,
+    and_,
     bindparam,
     case,
     delete,
@@ -52,7 +53,9 @@ KEYS_PER_STATEMENT: Final = 500
 
 _c = vod_events.c
 # Built once: SQLAlchemy caches their compiled form, so a batch does not compile SQL anew.
-_SAME_CONTENT = select(
+# The rows that may take a redelivery (not confirmed), and every row a 0.1 daemon may have
+# written for these entries (found by its 0.1 key; one at most per key).
+_OPEN_OF_CONTENT = select(
     _c.id,
     _c.content_key,
     _c.dedup_key,
@@ -62,9 +65,19 @@ _SAME_CONTENT = select(
     func.coalesce(_c.delivered_at, _c.received_at).label("delivered_at"),
 ).where(
     or_(
-        _c.content_key.in_(bindparam("content_keys", expanding=True)),
+        and_(
+            _c.content_key.in_(bindparam("content_keys", expanding=True)),
+            _c.confirmed_at.is_(None),
+        ),
         _c.dedup_key.in_(bindparam("legacy_keys", expanding=True)),
     )
+)
+# The highest occurrence of each content: confirmed rows count for the numbering, and a
+# content that occurred thousands of times is one index lookup, not thousands of rows.
+_HIGHEST_OF_CONTENT = (
+    select(_c.content_key, func.max(_c.occurrence))
+    .where(_c.content_key.in_(bindparam("content_keys", expanding=True)))
+    .group_by(_c.content_key)
 )
 _INSERT = insert(vod_events)
 # A redelivery: only while the row is still as the decision saw it (not confirmed meanwhile,
@@ -306,11 +319,15 @@ def _save(
     connection: Connection, answers: Sequence[Answer], holder: str | None, *, careful: bool = False
 ) -> list[SaveResult]:
     events = [event for answer in answers for event in answer.events]
-    candidates = _same_content(connection, events)
+    candidates, highest = _same_content(connection, events)
     others = {row.held_by for row in candidates if row.held_by not in (None, holder)}
     dead = dead_among(connection, {h for h in others if h is not None}) if others else set()
     decisions = identity.plan(
-        [answer.events for answer in answers], candidates, holder=holder, dead=dead
+        [answer.events for answer in answers],
+        candidates,
+        holder=holder,
+        dead=dead,
+        highest=highest,
     )
     absorbs: list[tuple[Absorb, Event, datetime]] = []
     new_rows: list[tuple[NewRow, Event, datetime]] = []
@@ -339,7 +356,11 @@ def _save(
         kept = [
             *answer.rejects,
             *(
-                Reject(rawjson.dumps(event.payload), event.event_handle or None, reason)
+                Reject(
+                    event.payload_text or rawjson.dumps(event.payload),
+                    event.event_handle or None,
+                    reason,
+                )
                 for event, reason in turned_away
             ),
         ]
@@ -349,20 +370,22 @@ def _save(
     return results
 
 
-def _same_content(connection: Connection, events: Sequence[Event]) -> list[StoredRow]:
-    """The stored rows that say what these events say; a row a 0.1 daemon wrote has no
-    content_key and is found by its dedup_key, the 0.1 key of the same bytes."""
+def _same_content(
+    connection: Connection, events: Sequence[Event]
+) -> tuple[list[StoredRow], dict[str, int]]:
+    """The stored rows that say what these events say and may take a redelivery, and the
+    highest occurrence of each content. A row a 0.1 daemon wrote has no content_key and is
+    found by its dedup_key, the 0.1 key of the same bytes."""
     content_of_legacy = {event.legacy_key: event.content_key for event in events}
     content_keys = sorted({event.content_key for event in events})
     legacy_keys = sorted(content_of_legacy)
     found: dict[int, StoredRow] = {}
+    highest: dict[str, int] = {}
     for start in range(0, max(len(content_keys), len(legacy_keys)), KEYS_PER_STATEMENT):
+        keys = content_keys[start : start + KEYS_PER_STATEMENT]
         rows = connection.execute(
-            _SAME_CONTENT,
-            {
-                "content_keys": content_keys[start : start + KEYS_PER_STATEMENT],
-                "legacy_keys": legacy_keys[start : start + KEYS_PER_STATEMENT],
-            },
+            _OPEN_OF_CONTENT,
+            {"content_keys": keys, "legacy_keys": legacy_keys[start : start + KEYS_PER_STATEMENT]},
         )
         for row in rows:
             key = row.content_key or content_of_legacy.get(row.dedup_key)
@@ -376,7 +399,12 @@ def _same_content(connection: Connection, events: Sequence[Event]) -> list[Store
                 held_by=row.held_by,
                 delivered_at=row.delivered_at,
             )
-    return list(found.values())
+        if keys:
+            highest.update(
+                (key, top)
+                for key, top in connection.execute(_HIGHEST_OF_CONTENT, {"content_keys": keys})
+            )
+    return list(found.values()), highest
 
 
 def _absorb(

@@ -88,7 +88,7 @@ def upgrade() -> None:
         )
         table.add_column(sa.Column("held_by", sa.String(_KEY), nullable=True))
         table.add_column(sa.Column("delivered_at", _utc_timestamp(), nullable=True))
-    op.create_index(op.f("ix_vod_events_content_key"), "vod_events", ["content_key"])
+    op.create_index(op.f("ix_vod_events_content_key"), "vod_events", ["content_key", "occurrence"])
     _backfill_content_keys()
     op.create_table(
         "vod_daemons",

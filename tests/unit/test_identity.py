@@ -179,3 +179,18 @@ def test_of_several_later_twins_the_first_delivered_wins_then_the_lowest_id() ->
 def test_a_twin_confirmed_or_held_by_anyone_is_a_target_all_the_same() -> None:
     twins = [row(2, confirmed=True, held_by=OTHER, at=later(1))]
     assert fold_target(row(1), T0, twins) == 2
+
+
+def test_the_highest_occurrence_given_counts_without_its_rows() -> None:
+    # Confirmed rows need not be read: only how far their numbering went.
+    assert plan([[delivery(), delivery()]], [], holder=ME, highest={"c": 41}) == [
+        [NewRow(42, sha("c#42")), NewRow(43, sha("c#43"))]
+    ]
+
+
+def test_the_highest_of_rows_and_given_wins() -> None:
+    rows = [row(1, occurrence=7)]
+    assert plan([[delivery()]], rows, holder=ME, dead=(), highest={"c": 3}) == [[Absorb(1, None)]]
+    assert plan([[delivery(), delivery()]], rows, holder=ME, highest={"c": 3}) == [
+        [Absorb(1, None), NewRow(8, sha("c#8"))]
+    ]
