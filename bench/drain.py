@@ -88,11 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", type=Path, help="JSON file (default bench/results/<ts>.json)")
     parser.add_argument(
-        "--no-pin",
+        "--pin",
         dest="pin",
-        action="store_false",
-        help="let the scheduler place the processes (default: emulator on CPU 0, measured on 1)",
+        action="store_true",
+        help="emulator on CPU 0, the measured processes on CPU 1 (default: the scheduler "
+        "places them; `vodpoller run` stores from a second process to use a second core)",
     )
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help=argparse.SUPPRESS)
     parser.add_argument(
         "--log-level", default="info", help="the daemon's logging.level (default %(default)s)"
     )

@@ -1,5 +1,5 @@
 """`python -m vodpoller` is the same as the `vodpoller` command."""
 
-from vodpoller.cli import main
+from vodpoller.entry import main
 
 raise SystemExit(main())

@@ -243,16 +243,21 @@ def components(
     except BaseException:
         store.dispose()
         raise
-    child = (
-        StoreProcess(
-            settings.database.url,
-            level=settings.logging.level,
-            fmt=settings.logging.format,
-            secrets=secrets_of(settings),
+    try:
+        child = (
+            StoreProcess(
+                settings.database.url,
+                level=settings.logging.level,
+                fmt=settings.logging.format,
+                secrets=secrets_of(settings),
+            ).start()
+            if store_process
+            else None
         )
-        if store_process
-        else None
-    )
+    except BaseException:
+        registry.unregister()
+        store.dispose()
+        raise
     poller = make_poller(
         settings,
         source,

@@ -18,6 +18,7 @@ from vodpoller.config import Settings, read_toml
 from vodpoller.database import safe_url, sqlite_path
 from vodpoller.errors import ConfigError, VodpollerError, describe
 from vodpoller.source import VodEventSource, resolve_credential
+from vodpoller.status import polling, read_status
 from vodpoller.store import EventStore
 
 
@@ -72,6 +73,14 @@ def _last_event(store: EventStore) -> str:
     if latest is None:
         return "none stored yet"
     return f"received {_ago(latest)} ({latest.isoformat(timespec='seconds')})"
+
+
+def _daemons(store: EventStore) -> str:
+    report = read_status(store.engine)
+    verdict = polling(report.daemons, report.checked_at)
+    if not verdict.ok:
+        raise VodpollerError(verdict.detail)
+    return verdict.detail
 
 
 def _database(store: EventStore, url: str) -> str:
@@ -130,8 +139,9 @@ def _database_probes(url: str, *, no_migrate: bool) -> Iterator[Probe]:
             return detail
 
         yield _probe("schema", schema)
-        if any(at_head):  # the table is there to read
+        if any(at_head):  # the tables are there to read
             yield _probe("last event", lambda: _last_event(store))
+            yield _probe("daemons", lambda: _daemons(store))
     finally:
         store.dispose()
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from vodpoller import __version__, app, logs
+from vodpoller import __version__, app, entry, logs
 from vodpoller.arguments import number
 from vodpoller.config import Settings, config_path, load_settings
 from vodpoller.errors import ConfigError, VodpollerError, describe
 from vodpoller.events_cli import add_events_command
 from vodpoller.signals import on_stop, until_stopped
+from vodpoller.status_cli import add_status_command
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -269,14 +272,29 @@ def build_parser() -> argparse.ArgumentParser:
     config = _config_option()
     _add_daemon_commands(commands, config)
     add_events_command(commands, config)
+    add_status_command(commands, config)
     _add_emulator(commands)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+# The commands that install stop handlers of their own, taking over a signal that came while
+# the program was starting (entry.py).
+_STOPPABLE = frozenset({"run", "once"})
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    early_handlers: Mapping[Any, Any] | None = None,
+) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
+    if early_handlers is not None and args.command not in _STOPPABLE:
+        for signum, previous in early_handlers.items():
+            signal.signal(signum, previous)
+        if entry.early:
+            return EXIT_OK  # asked to stop before it began
     try:
         return handler(args)
     except ConfigError as error:

@@ -19,13 +19,49 @@ from vodpoller.errors import ConfigError, describe
 from vodpoller.logs import get_logger
 from vodpoller.notify import Notifier, Watchdog, status_text
 from vodpoller.reload import Reloader
-from vodpoller.service import Hooks, Service
+from vodpoller.service import Figures, Hooks, Service
 
 log = get_logger(__name__)
 
 STATUS_SECONDS: Final = 5.0  # STATUS= at most this often
 # While the database is down at start, ask systemd for this much more start-up time each try.
 START_EXTENSION_SECONDS: Final = 90.0
+
+
+class Tallied(metrics.Metrics):
+    """The metrics as configured, and the same counts kept as they happen for STATUS, the
+    heartbeat and `vodpoller status` (which must not wait for a drain of minutes to end)."""
+
+    def __init__(self, inner: metrics.Metrics, figures: Figures):
+        self.inner = inner
+        self.figures = figures
+
+    def pulled(self, app: int | None, events: int, seconds: float) -> None:
+        self.inner.pulled(app, events, seconds)
+        self.figures.counted(pulled=events)
+
+    def stored(self, app: int | None, stored: int, duplicates: int) -> None:
+        self.inner.stored(app, stored, duplicates)
+        self.figures.counted(stored=stored, duplicates=duplicates)
+
+    def confirmed(self, app: int | None, events: int, batch_seconds: float) -> None:
+        self.inner.confirmed(app, events, batch_seconds)
+        self.figures.counted(confirmed=events)
+
+    def confirm_expired(self, app: int | None, events: int) -> None:
+        self.inner.confirm_expired(app, events)
+
+    def api_error(self, action: str, code: str | None) -> None:
+        self.inner.api_error(action, code)
+
+    def storage_error(self) -> None:
+        self.inner.storage_error()
+
+    def backlog(self, app: int | None, events: int) -> None:
+        self.inner.backlog(app, events)
+
+    def health(self) -> metrics.Health:
+        return self.inner.health()
 
 
 class _Daemon:
@@ -116,17 +152,24 @@ class _Daemon:
             lambda: app.make_source(settings), self.stop, "finding credentials"
         )
         watchdog = Watchdog.for_environment(self.notifier, applications)
-        progressed = None if watchdog is None else watchdog.progress.progressed
+        figures = Figures(live=True)
+
+        def pulled(app: int | None) -> None:
+            # Each answered pull: the heartbeat's last poll, and progress for the watchdog.
+            figures.polled()
+            if watchdog is not None:
+                watchdog.progress.progressed(app)
+
         with (
-            metrics.serving(settings.metrics, applications, backlog=source.backlog) as measured,
+            metrics.serving(settings.metrics, applications, backlog=source.backlog) as served,
             app.components(
                 settings,
                 run_migrations=run_migrations,
                 command="run",
                 stop=self.stop,
                 source=source,
-                metrics=measured,
-                progressed=progressed,
+                metrics=Tallied(served, figures),
+                progressed=pulled,
                 progress=self._progress,
                 waiting=self._waiting_for_database,
                 # Storing in a child process lets a backlog use two cores, not one.
@@ -134,10 +177,6 @@ class _Daemon:
             ) as built,
         ):
             days = settings.retention.days
-
-            def purge(stop: threading.Event) -> int:
-                return retention.purge_older_than(built.store.engine, days, stop=stop)
-
             service = Service(
                 built.poller,
                 applications,
@@ -159,6 +198,7 @@ class _Daemon:
                         built.store.engine, days, stop=stop
                     )
                 ),
+                figures=figures,
             )
             self.service = service
             self.reloader = Reloader(self.config_path, settings, self._apply)

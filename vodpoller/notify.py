@@ -143,6 +143,12 @@ class Progress:
         self._due = dict.fromkeys(applications, started + window)
         self._lock = threading.Lock()
 
+    def restart(self) -> None:
+        """Every application due one window from now, as just after construction: for when
+        watching begins later than that (start-up waited for the database)."""
+        with self._lock:
+            self._due = dict.fromkeys(self._due, self._clock() + self.window)
+
     def progressed(self, app: Application, *, pause: float = 0.0) -> None:
         """`app` just made progress; its next report is due `pause` + the window from now."""
         with self._lock:
@@ -192,6 +198,8 @@ class Watchdog:
         return cls(notifier, Progress(applications, interval / 2, clock=clock), interval)
 
     def start(self) -> Watchdog:
+        """Watch from now: the time spent starting up (a database that was down) is no stall."""
+        self.progress.restart()
         self._thread.start()
         return self
 

@@ -69,18 +69,39 @@ class Hooks:
 
 
 class Figures:
-    """Running totals and the latest poll and error, for STATUS, the heartbeat and status."""
+    """Running totals and the latest poll and error, for STATUS, the heartbeat and status.
+    `live`: the totals are counted batch by batch (`counted`), not when a drain ends: a drain
+    of a large backlog lasts minutes."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, live: bool = False) -> None:
+        self.live = live
         self._lock = threading.Lock()
         self.total = DrainResult()
         self.last_poll_at: datetime | None = None
         self.last_error: str | None = None
         self.last_error_at: datetime | None = None
 
+    def polled(self) -> None:
+        """A `PullEvents` answered (an empty long poll too). Recorded as it happens, not when
+        the drain ends: a drain of a large backlog lasts minutes, and `check` would take a
+        daemon that is busy draining for one that stopped polling."""
+        with self._lock:
+            self.last_poll_at = datetime.now(UTC)
+
+    def counted(
+        self, *, pulled: int = 0, stored: int = 0, duplicates: int = 0, confirmed: int = 0
+    ) -> None:
+        with self._lock:
+            self.total.add(
+                DrainResult(
+                    pulled=pulled, stored=stored, duplicates=duplicates, confirmed=confirmed
+                )
+            )
+
     def drained(self, result: DrainResult) -> None:
         with self._lock:
-            self.total.add(result)
+            if not self.live:
+                self.total.add(result)
             self.last_poll_at = datetime.now(UTC)
 
     def failed(self, error: BaseException) -> None:
@@ -111,13 +132,14 @@ class Service:
         max_backoff_seconds: float = 60.0,
         hooks: Hooks | None = None,
         retention: Callable[[threading.Event], object] | None = None,
+        figures: Figures | None = None,
     ):
         self.poller = poller
         self.applications = applications
         self.interval_seconds = interval_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self.hooks = hooks or Hooks()
-        self.figures = Figures()
+        self.figures = figures or Figures()
         self.retention = retention
         self.scheduler = BlockingScheduler(
             # One thread per application, and one for the retention job.
@@ -223,6 +245,7 @@ class Service:
                 streak.failures = 0
                 streak.kind = ""
         self._next_delay[app] = self._delay_after(streak)
+        log.debug("next drain planned", sub_app_id=app, in_seconds=self._next_delay[app])
         # A handled failure is progress too: the loop is alive and the next run is planned.
         if self.hooks.progressed is not None:
             self.hooks.progressed(app, self._next_delay[app])

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 
+from vodpoller import entry
 from vodpoller.logs import get_logger
 
 log = get_logger(__name__)
@@ -38,6 +39,9 @@ def on_stop(callback: Callable[[], None], *, install: bool = True) -> Iterator[N
         callback()
 
     previous = {signum: signal.signal(signum, handle) for signum in STOP_SIGNALS}
+    # A signal that came while the program was still starting (entry.py) counts as the first.
+    if entry.early:
+        handle(entry.early.pop(0), None)
     try:
         yield
     finally:

@@ -38,9 +38,14 @@ def _serve(
     try:
         store = EventStore.connect(url)
     except StorageError as error:
-        pipe.send(("error", describe(error)))
+        with contextlib.suppress(OSError):
+            pipe.send(("error", describe(error)))
         return
-    pipe.send(("ready", None))
+    try:
+        pipe.send(("ready", None))
+    except OSError:
+        store.dispose()
+        return  # the parent is gone already
     try:
         while True:
             try:
@@ -79,6 +84,13 @@ class StoreProcess:
         self._pipe: Connection | None = None
         self._process: Any = None
         self._lock = threading.Lock()
+
+    def start(self) -> StoreProcess:
+        """Start the child now rather than at the first write (it takes a second or two)."""
+        with self._lock:
+            if self._pipe is None:
+                self._start()
+        return self
 
     def _start(self) -> Connection:
         parent, child = _CONTEXT.Pipe()

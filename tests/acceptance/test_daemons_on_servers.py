@@ -243,7 +243,13 @@ def test_a_database_outage_mid_drain_loses_nothing_and_needs_no_restart(
     # Deliveries whose batch failed to commit during the outage never reached a row.
     assert total <= deliveries <= total + stats["Redelivered"]
     failures = [line for line in lines if line["event"].startswith("drain failed")]
+    # A transient streak is a warning when it begins (and every 5 minutes), not per attempt.
     streak_lines = [line for line in failures if line["level"] == "warning"]
-    assert 1 <= len(streak_lines) <= 3, streak_lines  # once per streak, not per attempt
-    assert any(line["event"] == "recovered" for line in lines)
+    assert 1 <= len(streak_lines) <= 3, streak_lines
+    assert not [line for line in failures if line["level"] in ("error", "critical")]
+    # The database's return shows in the heartbeat, if a beat fell in the outage. (The drain's
+    # streak ends only when a later drain stores something: here the failed drain itself
+    # stored the rest of the backlog, and no event came after it.)
+    beats = [line["event"] for line in lines if line["event"].startswith("heartbeat")]
+    assert beats in ([], ["heartbeat failed; retrying", "heartbeat recovered"]), beats
     assert all(line["event"] != "unexpected error: stopping" for line in lines)

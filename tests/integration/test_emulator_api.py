@@ -808,3 +808,43 @@ def test_admin_request_with_bad_values_is_a_bad_request(
     assert answer.status == 400
     assert answer.document["Error"]
     assert emulator.stats()["Queued"] == 0
+
+
+def test_a_stopped_emulator_answers_nothing_on_a_connection_kept_alive(
+    emulator_factory: EmulatorFactory,
+) -> None:
+    emulator = emulator_factory()
+    connection = http.client.HTTPConnection(emulator.host, emulator.port, timeout=10)
+    try:
+        connection.request("GET", "/_emulator/stats")
+        with connection.getresponse() as answer:
+            assert answer.status == 200
+            answer.read()
+        emulator.close()
+        connection.request("GET", "/_emulator/stats")
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+            connection.getresponse()
+    finally:
+        connection.close()
+
+
+def test_with_a_seed_each_action_meets_the_same_faults_whatever_comes_in_between() -> None:
+    quiet = Emulator(EmulatorOptions(port=0, seed=7))
+    busy = Emulator(EmulatorOptions(port=0, seed=7))
+    try:
+        alone = [quiet.random("ConfirmEvents").random() for _ in range(5)]
+        interleaved = []
+        for _ in range(5):
+            busy.random("PullEvents").random()  # pulls drawn between the confirms
+            interleaved.append(busy.random("ConfirmEvents").random())
+        other_seed = Emulator(EmulatorOptions(port=0, seed=8))
+        try:
+            different = [other_seed.random("ConfirmEvents").random() for _ in range(5)]
+        finally:
+            other_seed.close()
+    finally:
+        quiet.close()
+        busy.close()
+
+    assert interleaved == alone
+    assert different != alone

@@ -148,6 +148,34 @@ def test_a_planned_pause_extends_the_deadline_by_that_much() -> None:
     assert not progress.alive()
 
 
+def test_a_restart_gives_every_application_a_window_from_now() -> None:
+    clock = FakeClock()
+    progress = Progress(APPS, 30.0, clock=clock)
+    progress.progressed(None, pause=600.0)
+    clock.advance(100.0)  # start-up took longer than the window
+    assert progress.lagging() == [1500000001]
+
+    progress.restart()
+    clock.advance(30.0)
+    assert progress.alive()
+    clock.advance(0.001)
+    assert progress.lagging() == list(APPS)  # the long pause of before is forgotten too
+
+
+def test_watching_begins_when_the_watchdog_starts_not_when_it_is_made(
+    manager: NotifySocket, notifier: Notifier
+) -> None:
+    clock = FakeClock()
+    watchdog = Watchdog(notifier, Progress(APPS, 30.0, clock=clock), 60.0)
+    clock.advance(45.0)  # the database was down at start
+
+    watchdog.start()
+    try:
+        assert manager.wait_for("WATCHDOG", timeout=10) == {"WATCHDOG": "1"}
+    finally:
+        watchdog.stop()
+
+
 def test_a_report_for_an_unknown_application_is_a_bug() -> None:
     progress = Progress([None], 30.0, clock=FakeClock())
 

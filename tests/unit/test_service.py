@@ -160,3 +160,31 @@ def test_a_storage_failure_streak_is_logged_once_and_its_recovery_once(
     assert len(streak) == 1, streak
     assert streak[0]["log_level"] == "warning"
     assert [line["event"] for line in logs if line["event"] == "recovered"] == ["recovered"]
+
+
+def test_live_figures_count_batch_by_batch_and_a_drain_end_adds_nothing_twice() -> None:
+    from vodpoller.daemon import Tallied
+    from vodpoller.metrics import Metrics
+    from vodpoller.poller import DrainResult
+    from vodpoller.service import Figures
+
+    figures = Figures(live=True)
+    tallied = Tallied(Metrics(), figures)
+    tallied.pulled(None, 16, 0.1)
+    tallied.stored(None, 12, 4)
+    tallied.confirmed(None, 16, 0.2)
+    tallied.confirm_expired(None, 3)
+    figures.drained(DrainResult(pulled=16, stored=12, duplicates=4, confirmed=16))
+
+    progress = figures.progress()
+    assert (progress.pulled, progress.stored, progress.duplicates, progress.confirmed) == (
+        16,
+        12,
+        4,
+        16,
+    )
+    assert progress.last_poll_at is not None
+
+    counted_at_the_end = Figures()
+    counted_at_the_end.drained(DrainResult(pulled=5, stored=5, confirmed=5))
+    assert counted_at_the_end.progress().stored == 5

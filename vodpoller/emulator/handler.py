@@ -96,6 +96,10 @@ class Handler(BaseHTTPRequestHandler):
         self.command = ""  # no method yet
         self.request_version = "HTTP/1.0"  # errors below are answered with a status line
         self.close_connection = True
+        if self.emulator.closing.is_set():
+            # Stopped: a request on a connection kept alive from before gets no answer, as from
+            # a service that went away (no new connection is accepted either).
+            return False
         self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
         if not self.requestline.split():
             return False
@@ -235,7 +239,7 @@ class Handler(BaseHTTPRequestHandler):
                     "Your current request times equals to `limit` ("
                     f"{emulator.options.rate_limit:g}/s) of the action `{action}`.",
                 )
-            outcome, injected = decide(faults, emulator.random())
+            outcome, injected = decide(faults, emulator.random(action))
             if injected is not None:
                 raise injected
             if outcome is Outcome.HTTP_ERROR:

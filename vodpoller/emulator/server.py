@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import math
 import random
+import sys
 import threading
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
@@ -110,7 +111,7 @@ class Emulator:
         self.secrets = {self.options.secret_id: self.options.secret_key}
         self.limiter = RateLimiter(self.options.rate_limit)
         self.faults = FaultPlan()
-        self._rng = random.Random(self.options.seed)
+        self._streams: dict[str, random.Random] = {"": random.Random(self.options.seed)}
         self._rng_lock = threading.Lock()
         self._counts_lock = threading.Lock()
         self.requests: collections.Counter[str] = collections.Counter()
@@ -166,10 +167,16 @@ class Emulator:
     ) -> None:
         self.close()
 
-    def random(self) -> random.Random:
-        """A private generator: callers hold no lock, so each gets its own seeded child."""
+    def random(self, stream: str = "") -> random.Random:
+        """A private generator: callers hold no lock, so each gets its own seeded child. Each
+        `stream` (an action's faults) draws from a sequence of its own: with a seed, the n-th
+        request of an action meets the same fault whatever other requests came in between."""
         with self._rng_lock:
-            return random.Random(self._rng.getrandbits(64))
+            parent = self._streams.get(stream)
+            if parent is None:
+                seed = None if self.options.seed is None else f"{self.options.seed}:{stream}"
+                parent = self._streams[stream] = random.Random(seed)
+            return random.Random(parent.getrandbits(64))
 
     def count_request(self, action: str) -> None:
         with self._counts_lock:
@@ -210,3 +217,9 @@ class EmulatorServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], emulator: Emulator):
         self.emulator = emulator
         super().__init__(address, Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-request (a killed daemon) is no emulator error."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
