@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -92,7 +93,8 @@ def test_the_wheel_installs_as_the_readme_says_and_runs_without_the_source_tree(
     assert migrations >= {"vodpoller/migrations/env.py", "vodpoller/migrations/script.py.mako"}
     assert migrations <= names
     assert len(samples) == len(list((ROOT / "vodpoller/emulator/samples").glob("*.json"))) == 37
-    assert "vodpoller = vodpoller.cli:main" in entry_points
+    script = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert f"vodpoller = {script['vodpoller']}" in entry_points.splitlines()
     assert {"Provides-Extra: postgres", "Provides-Extra: mysql"} <= set(metadata.splitlines())
 
     target = tmp_path / "opt" / "vodpoller"
