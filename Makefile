@@ -16,7 +16,10 @@ endif
 # The SDK honours HTTP(S)_PROXY; the emulator is always on loopback.
 export NO_PROXY := 127.0.0.1,localhost,$(NO_PROXY)
 
-.PHONY: demo test lint format bench clean
+# Where `make dist` puts the wheel.
+DIST   ?= dist
+
+.PHONY: demo dist test lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +31,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 demo: $(STAMP)
 	$(BIN)/vodpoller demo
+
+# The wheel to install anywhere: pip install 'dist/vodpoller-<version>-py3-none-any.whl[postgres]'.
+# It carries the migrations and the emulator's samples; pip fetches the build backend.
+dist: | $(BIN)/python
+	rm -f $(DIST)/vodpoller-*.whl
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir $(DIST) .
+	@ls $(DIST)/vodpoller-*.whl
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -48,4 +58,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.drain $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache vodpoller-demo.db
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache vodpoller-demo.db build dist

@@ -15,7 +15,7 @@ from vodpoller.emulator.server import Emulator
 
 
 @contextlib.contextmanager
-def reaped(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+def reaped(process: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[Any]]:
     """Kill the process on the way out if it still runs: no test leaves one behind."""
     try:
         yield process

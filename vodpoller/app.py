@@ -18,7 +18,7 @@ from sqlalchemy.exc import ArgumentError
 from vodpoller import logs, migrate
 from vodpoller.config import Settings
 from vodpoller.daemons import DaemonRegistry, Heartbeat, Progress
-from vodpoller.errors import StorageError, VodpollerError, describe
+from vodpoller.errors import SchemaError, StorageError, VodpollerError, describe
 from vodpoller.logs import get_logger
 from vodpoller.metrics import Metrics
 from vodpoller.poller import DrainResult, Poller, Rates
@@ -80,13 +80,19 @@ def interruptible(work: Callable[[], _T], stop: threading.Event | None, what: st
 
 
 def open_store(settings: Settings, *, run_migrations: bool) -> EventStore:
-    store = EventStore.connect(settings.database.url)
-    if run_migrations:
+    if not run_migrations:
+        # Before anything is pulled: a schema the code does not expect would fail every batch.
+        # A database that does not answer is a StorageError, waited for at start; this is not.
         try:
-            migrate.upgrade(store.engine)
-        except BaseException:
-            store.dispose()
-            raise
+            return migrate.open_at_head(settings.database.url)
+        except SchemaError as error:
+            raise SchemaError("cannot start with --no-migrate") from error
+    store = EventStore.connect(settings.database.url)
+    try:
+        migrate.upgrade(store.engine)
+    except BaseException:
+        store.dispose()
+        raise
     return store
 
 

@@ -1,20 +1,22 @@
-"""`vodpoller check`: named probes, each ok or not, with a line saying why and what to do."""
+"""`vodpoller check`: named probes, each ok or not, with a line saying why and what to do.
+It writes nothing: a SQLite file is opened read-only, and one that does not exist is not made."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import getpass
+import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
-from vodpoller import migrate
-from vodpoller.config import Settings
-from vodpoller.database import safe_url
-from vodpoller.errors import VodpollerError, describe
+from vodpoller import credentials, migrate
+from vodpoller.config import Settings, read_toml
+from vodpoller.database import safe_url, sqlite_path
+from vodpoller.errors import ConfigError, VodpollerError, describe
 from vodpoller.source import VodEventSource, resolve_credential
 from vodpoller.status import polling, read_status
 from vodpoller.store import EventStore
@@ -25,11 +27,14 @@ class Probe:
     name: str
     ok: bool
     detail: str
+    misconfigured: bool = False  # the failure is in the configuration (exit status 2)
 
 
 def _probe(name: str, work: Callable[[], str]) -> Probe:
     try:
         return Probe(name, True, work())
+    except ConfigError as error:
+        return Probe(name, False, describe(error), misconfigured=True)
     except Exception as error:  # noqa: BLE001 (a probe reports any failure of what it probes)
         return Probe(name, False, describe(error))
 
@@ -47,14 +52,20 @@ def _ago(moment: datetime) -> str:
     return f"{seconds // 3600} h ago"
 
 
-def _schema(store: EventStore) -> str:
-    current = migrate.current_revision(store.engine)
+def _schema(store: EventStore, where: str, *, no_migrate: bool) -> tuple[str, bool]:
+    """What `run` finds (or makes of) the schema, and whether it is at the newest revision."""
     head = migrate.head_revision()
-    if current == head:
-        return f"at the newest revision ({head})"
+    problem = migrate.schema_problem(store.engine, where)
+    if problem is None:
+        return f"at the newest revision ({head})", True
+    if no_migrate:
+        raise VodpollerError(f"{problem} (--no-migrate: run will not do it)")
+    current = migrate.current_revision(store.engine)
     if current is None:
-        raise VodpollerError("no schema yet: run `vodpoller migrate` (run and once do it too)")
-    raise VodpollerError(f"at revision {current}, the newest is {head}: run `vodpoller migrate`")
+        return "none yet: will be created on first run (run migrates)", False
+    if current in migrate.known_revisions():
+        return f"at revision {current}: run brings it to {head} (run migrates)", False
+    raise VodpollerError(problem)  # newer than this vodpoller: migrating cannot help
 
 
 def _last_event(store: EventStore) -> str:
@@ -72,49 +83,99 @@ def _daemons(store: EventStore) -> str:
     return verdict.detail
 
 
-def _missing_sqlite_file(url: str) -> Path | None:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    path = Path(parsed.database)
-    return None if path.exists() else path
-
-
 def _database(store: EventStore, url: str) -> str:
     with store.engine.connect() as connection:
         connection.execute(text("SELECT 1"))
     return f"reachable: {safe_url(url)}"
 
 
-def run_checks(settings: Settings, source_path: str) -> Iterator[Probe]:
-    """Yield probes in order; a probe whose prerequisite failed is left out."""
+def _creation_blocker(path: Path) -> str | None:
+    """Why `run` could not create the SQLite file `path` (and its directories); None if it can."""
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by {getpass.getuser()} (run check as the daemon's user)"
+    return None
+
+
+def _new_sqlite_file(path: Path, *, no_migrate: bool) -> Iterator[Probe]:
+    blocker = _creation_blocker(path)
+    if blocker is not None:
+        yield Probe("database", False, f"cannot create {path}: {blocker}")
+    elif no_migrate:
+        yield Probe(
+            "database",
+            False,
+            f"no vodpoller database at {path} (--no-migrate: run `vodpoller migrate` first)",
+        )
+    else:
+        yield Probe("database", True, f"{path} does not exist yet: run creates it")
+        yield Probe("schema", True, "will be created on first run (run migrates)")
+
+
+def _database_probes(url: str, *, no_migrate: bool) -> Iterator[Probe]:
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        yield from _new_sqlite_file(path, no_migrate=no_migrate)
+        return
+    try:
+        store = EventStore.connect(url, read_only=True)
+    except VodpollerError as error:
+        yield Probe("database", False, describe(error))
+        return
+    try:
+        reachable = _probe("database", lambda: _database(store, url))
+        yield reachable
+        if not reachable.ok:
+            return
+        at_head: list[bool] = []
+
+        def schema() -> str:
+            detail, ready = _schema(store, migrate.database_name(url), no_migrate=no_migrate)
+            at_head.append(ready)
+            return detail
+
+        yield _probe("schema", schema)
+        if any(at_head):  # the tables are there to read
+            yield _probe("last event", lambda: _last_event(store))
+            yield _probe("daemons", lambda: _daemons(store))
+    finally:
+        store.dispose()
+
+
+def _config_has_key(source_path: str) -> bool:
+    try:
+        vod = read_toml(Path(source_path)).get("vod", {})
+    except ConfigError:
+        return False
+    return isinstance(vod, dict) and "secret_id" in vod
+
+
+def run_checks(
+    settings: Settings,
+    source_path: str,
+    *,
+    no_migrate: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Probe]:
+    """Yield probes in order; a probe whose prerequisite failed is left out. `no_migrate`: the
+    daemon will run with --no-migrate, so the schema must be there already."""
+    env = os.environ if env is None else env
     yield Probe("configuration", True, source_path)
 
     found: list[Any] = []
 
-    def credentials() -> str:
+    def credential() -> str:
         found.append(resolve_credential(settings.vod))
-        return "found"
+        return credentials.origin(
+            found[0], env=env, config_has_key=_config_has_key(source_path), config_file=source_path
+        )
 
-    yield _probe("credentials", credentials)
-
-    missing = _missing_sqlite_file(settings.database.url)
-    if missing is not None:
-        # Connecting would create an empty file (and its directory): say so instead.
-        yield Probe("database", False, f"{missing} does not exist yet: run `vodpoller migrate`")
-    else:
-        store = EventStore.connect(settings.database.url)
-        try:
-            reachable = _probe("database", lambda: _database(store, settings.database.url))
-            yield reachable
-            schema = _probe("schema", lambda: _schema(store)) if reachable.ok else None
-            if schema is not None:
-                yield schema
-            if schema is not None and schema.ok:
-                yield _probe("last event", lambda: _last_event(store))
-                yield _probe("daemons", lambda: _daemons(store))
-        finally:
-            store.dispose()
+    yield _probe("credentials", credential)
+    yield from _database_probes(settings.database.url, no_migrate=no_migrate)
 
     if found:
         source = VodEventSource(settings.vod, found[0], settings.poll.rate_limit_per_second)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vodpoller import __version__, app, entry, logs
+from vodpoller.arguments import number
 from vodpoller.config import Settings, config_path, load_settings
 from vodpoller.errors import ConfigError, VodpollerError, describe
 from vodpoller.events_cli import add_events_command
@@ -75,14 +76,16 @@ def _check(args: argparse.Namespace) -> int:
 
     settings, path = _settings(args)
     logs.configure("warning", "console")
-    failed = 0
-    for probe in run_checks(settings, path):
+    failed = []
+    for probe in run_checks(settings, path, no_migrate=args.no_migrate):
         print(f"{'ok' if probe.ok else 'FAIL':<4}  {probe.name}: {probe.detail}", flush=True)
-        failed += not probe.ok
-    if failed:
-        print(f"{failed} check(s) failed", file=sys.stderr)
-        return EXIT_FAILURE
-    return EXIT_OK
+        if not probe.ok:
+            failed.append(probe)
+    if not failed:
+        return EXIT_OK
+    print(f"{len(failed)} check(s) failed", file=sys.stderr)
+    # As `run` and `once` would: a problem in the configuration (no credentials) exits 2.
+    return EXIT_USAGE if any(probe.misconfigured for probe in failed) else EXIT_FAILURE
 
 
 def _demo(_args: argparse.Namespace) -> int:
@@ -131,35 +134,6 @@ def _emulator(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _number(
-    kind: type[float] | type[int],
-    *,
-    above: float | None = None,
-    at_least: float | None = None,
-    at_most: float | None = None,
-) -> Callable[[str], float | int]:
-    """An argparse type: a finite number of `kind` in the given bounds."""
-
-    def parse(text: str) -> float | int:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"not {'an integer' if kind is int else 'a number'}: {text!r}"
-            ) from None
-        if not float("-inf") < value < float("inf"):  # NaN fails every comparison
-            raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
-        if above is not None and not value > above:
-            raise argparse.ArgumentTypeError(f"must be more than {above:g}, not {text}")
-        if at_least is not None and value < at_least:
-            raise argparse.ArgumentTypeError(f"must be at least {at_least:g}, not {text}")
-        if at_most is not None and value > at_most:
-            raise argparse.ArgumentTypeError(f"must be at most {at_most:g}, not {text}")
-        return value
-
-    return parse
-
-
 def _add_emulator(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from vodpoller.emulator.api import EMPTY_RESPONSES, MAX_PULL_EVENTS
     from vodpoller.emulator.server import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY
@@ -173,7 +147,7 @@ def _add_emulator(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     parser.add_argument(
         "--port",
-        type=_number(int, at_least=0, at_most=65535),
+        type=number(int, at_least=0, at_most=65535),
         default=8750,
         help="0 picks a free port (%(default)s)",
     )
@@ -185,31 +159,31 @@ def _add_emulator(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     parser.add_argument(
         "--lease-seconds",
-        type=_number(float, above=0),
+        type=number(float, above=0),
         default=30.0,
         help="more than 0 (%(default)s)",
     )
     parser.add_argument(
         "--long-poll-seconds",
-        type=_number(float, at_least=0),
+        type=number(float, at_least=0),
         default=5.0,
         help="0 or more (%(default)s)",
     )
     parser.add_argument(
         "--max-events",
-        type=_number(int, at_least=1, at_most=MAX_PULL_EVENTS),
+        type=number(int, at_least=1, at_most=MAX_PULL_EVENTS),
         default=MAX_PULL_EVENTS,
         help=f"events per PullEvents answer, 1 to {MAX_PULL_EVENTS} (%(default)s)",
     )
     parser.add_argument(
         "--rate-limit",
-        type=_number(float, at_least=0),
+        type=number(float, at_least=0),
         default=100.0,
         help="requests per second per action; 0 turns the limit off (%(default)s)",
     )
     parser.add_argument(
         "--latency-ms",
-        type=_number(float, at_least=0),
+        type=number(float, at_least=0),
         default=0.0,
         help="added before every answer",
     )
@@ -243,7 +217,13 @@ def _add_daemon_commands(
     no_migrate.add_argument(
         "--no-migrate",
         action="store_true",
-        help="do not bring the schema to the newest revision first",
+        help="do not bring the schema to the newest revision first: stop if it is not there",
+    )
+    check_no_migrate = argparse.ArgumentParser(add_help=False)
+    check_no_migrate.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="the daemon will run with --no-migrate: the schema must be at the newest revision",
     )
     commands.add_parser(
         "run",
@@ -260,7 +240,7 @@ def _add_daemon_commands(
     ).set_defaults(handler=_migrate)
     commands.add_parser(
         "check",
-        parents=[config],
+        parents=[config, check_no_migrate],
         help="validate the configuration, reach the database and the VOD API",
     ).set_defaults(handler=_check)
     commands.add_parser(
@@ -269,8 +249,21 @@ def _add_daemon_commands(
     ).set_defaults(handler=_demo)
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """Unknown arguments are refused by the command they were given to, with its usage, rather
+    than by `vodpoller` with the list of every command."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extra = super().parse_known_args(args, namespace)
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed, extra
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _CommandParser(
         prog="vodpoller",
         description="Consume Tencent Cloud VOD event notifications into SQL, exactly once.",
     )

@@ -224,7 +224,7 @@ def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str])
     return DEFAULT_CONFIG_PATH
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as file:
             return tomllib.load(file)
@@ -341,4 +341,4 @@ def load_settings(
     """Read and validate the configuration; every problem is a `ConfigError` naming key and file."""
     env = os.environ if env is None else env
     file = config_path(path, env)
-    return settings_from(_read_toml(file), env, str(file))
+    return settings_from(read_toml(file), env, str(file))

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
+from urllib.parse import quote, unquote
 
 import structlog
 from sqlalchemy import URL, Connection, Engine, create_engine, event
@@ -32,12 +33,15 @@ MYSQL_NAMES: Final = frozenset({"mysql", "mariadb"})
 _WRITE_OPTION: Final = "vodpoller_write"
 
 
-def make_engine(url: str | URL) -> Engine:
+def make_engine(url: str | URL, *, read_only: bool = False) -> Engine:
     """An engine with vodpoller's settings: pre-ping everywhere, SQLite in WAL mode with a busy
-    timeout (its directory created), utf8mb4 on MySQL/MariaDB."""
+    timeout (its directory created), utf8mb4 on MySQL/MariaDB. `read_only` opens a SQLite file
+    read-only and creates nothing: no directory, no file, no change of journal mode."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
-    if backend == "sqlite":
+    if backend == "sqlite" and read_only:
+        parsed = _read_only_sqlite(parsed)
+    elif backend == "sqlite":
         _create_sqlite_directory(parsed)
     elif backend in MYSQL_NAMES and "charset" not in parsed.query:
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
@@ -51,7 +55,8 @@ def make_engine(url: str | URL) -> Engine:
         connect_args=_network_timeouts(backend, parsed),
     )
     if backend == "sqlite":
-        event.listen(engine, "connect", _configure_sqlite_connection)
+        configure = _configure_read_only_connection if read_only else _configure_sqlite_connection
+        event.listen(engine, "connect", configure)
         event.listen(engine, "begin", _begin_sqlite_transaction)
     return engine
 
@@ -110,6 +115,37 @@ def _create_sqlite_directory(url: URL) -> None:
     if not database or database == ":memory:" or database.startswith("file:"):
         return
     Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def sqlite_path(url: str | URL) -> Path | None:
+    """The absolute path of a SQLite file URL; None for other databases and in-memory ones.
+    `sqlite:///x.db` (three slashes) is relative to the current directory."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
+        return None
+    if database.startswith("file:"):  # already a URI: file:PATH?...
+        database = unquote(database.removeprefix("file:").split("?", 1)[0])
+    return Path(database).expanduser().absolute()
+
+
+def _read_only_sqlite(url: URL) -> URL:
+    path = sqlite_path(url)
+    if path is None:
+        return url
+    return url.set(database=f"file:{quote(str(path))}").update_query_dict(
+        {"mode": "ro", "uri": "true"}
+    )
+
+
+def _configure_read_only_connection(dbapi_connection: Any, _record: Any) -> None:
+    """Wait for a writer's lock like the daemon does; leave the journal mode as it is."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+    dbapi_connection.isolation_level = None
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:

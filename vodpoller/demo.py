@@ -4,6 +4,10 @@ after their lease and land in their rows again. Then a table of what was stored.
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import TextIO
@@ -16,7 +20,7 @@ from vodpoller.config import DatabaseSettings, PollSettings, Settings, VodSettin
 from vodpoller.emulator.faults import FaultPlan
 from vodpoller.emulator.samples import load_samples
 from vodpoller.emulator.server import Emulator, EmulatorOptions
-from vodpoller.output import write_table
+from vodpoller.output import terminal_width, write_table
 
 DEMO_DATABASE = Path("vodpoller-demo.db")
 _EXAMPLE_QUERY = "SELECT event_type, task_id, status, deliveries FROM vod_events"
@@ -81,10 +85,22 @@ def run_demo(out: TextIO, database: Path = DEMO_DATABASE) -> int:
     )
     print(f"Emulator after the drain: Queued={left['Queued']} Leased={left['Leased']}", file=out)
     print(file=out)
-    write_table(rows, _COLUMNS, out)
+    write_table(rows, _COLUMNS, out, terminal_width(out))
     print(file=out)
-    print(f"{len(rows)} rows in {database} (table vod_events). Query it:", file=out)
-    print(f"  .venv/bin/vodpoller events stats --database-url sqlite:///{database}", file=out)
-    print(f"  .venv/bin/vodpoller events show 1 --database-url sqlite:///{database}", file=out)
-    print(f'  sqlite3 {database} "{_EXAMPLE_QUERY}"', file=out)
+    where = database.absolute()
+    url = shlex.quote(f"sqlite:///{where}")
+    print(f"{len(rows)} rows in {where} (table vod_events). Query it:", file=out)
+    print(f"  {running_command()} events stats --database-url {url}", file=out)
+    print(f"  {running_command()} events show 1 --database-url {url}", file=out)
+    print(f'  sqlite3 {shlex.quote(str(where))} "{_EXAMPLE_QUERY}"', file=out)
     return 0
+
+
+def running_command() -> str:
+    """How to start the vodpoller that runs now, wherever it is installed, for a shell."""
+    program = sys.argv[0]
+    if Path(program).name == "__main__.py":  # python -m vodpoller
+        return f"{shlex.quote(sys.executable)} -m vodpoller"
+    if os.sep not in program:
+        program = shutil.which(program) or program
+    return shlex.quote(os.path.abspath(program))

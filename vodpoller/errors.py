@@ -59,6 +59,11 @@ class StorageError(VodpollerError):
     """The database failed; the batch in flight is not confirmed."""
 
 
+class SchemaError(VodpollerError):
+    """The database answers, but it is not at the schema this vodpoller needs (or there is no
+    database file at all): waiting will not help, `vodpoller migrate` will."""
+
+
 def describe(error: BaseException) -> str:
     """One readable line with the chain of causes: `outer: inner: root`."""
     parts: list[str] = []
@@ -66,7 +71,7 @@ def describe(error: BaseException) -> str:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        text = str(current) or type(current).__name__
+        text = _one_line(str(current)) or type(current).__name__
         if not parts or text not in parts[-1]:
             parts.append(text)
         if isinstance(current, SourceError) and current.code:
@@ -75,3 +80,10 @@ def describe(error: BaseException) -> str:
             None if current.__suppress_context__ else current.__context__
         )
     return ": ".join(parts)
+
+
+def _one_line(text: str) -> str:
+    """A message without the SQL statement and the link SQLAlchemy append to a driver's error
+    (kilobytes per batch in a log line), on one line."""
+    text = text.split("\n[SQL: ", 1)[0].split("\n(Background on this error at:", 1)[0]
+    return " ".join(text.split())

@@ -15,21 +15,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from vodpoller.config import config_path, load_settings
+from pydantic import ValidationError
+
+from vodpoller.arguments import number
+from vodpoller.config import DatabaseSettings, config_path, load_settings
 from vodpoller.errors import ConfigError
+from vodpoller.migrate import open_at_head
 from vodpoller.output import (
     EVENT_COLUMNS,
     FORMATS,
     json_ready,
+    stream_layout,
+    terminal_width,
     write_json_lines,
     write_rows,
     write_stream,
 )
-from vodpoller.queries import EventFilter, EventQueries, parse_moment
+from vodpoller.queries import AGE_EXAMPLES, EventFilter, EventQueries, parse_moment
 from vodpoller.retention import count_before, purge_before
 from vodpoller.signals import until_stopped
-from vodpoller.store import EventStore
 
+_LIMIT = number(int, at_least=1)
 STATS_COLUMNS = (
     "event_type",
     "events",
@@ -42,13 +48,19 @@ STATS_COLUMNS = (
 
 def _database_url(args: argparse.Namespace) -> str:
     if args.database_url:
-        return str(args.database_url)
+        # Checked as the configuration checks `database.url`: a bad URL is a usage error.
+        try:
+            return DatabaseSettings(url=args.database_url).url
+        except ValidationError as error:
+            problem = error.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"--database-url: {problem}") from None
     return load_settings(config_path(args.config, os.environ)).database.url
 
 
 @contextlib.contextmanager
-def _queries(args: argparse.Namespace) -> Iterator[EventQueries]:
-    store = EventStore.connect(_database_url(args))
+def _queries(args: argparse.Namespace, *, write: bool = False) -> Iterator[EventQueries]:
+    # Nothing missing is created, and reading never writes: a SQLite file is opened read-only.
+    store = open_at_head(_database_url(args), read_only=not write)
     try:
         yield EventQueries(store)
     finally:
@@ -56,20 +68,28 @@ def _queries(args: argparse.Namespace) -> Iterator[EventQueries]:
 
 
 def _filter(args: argparse.Namespace) -> EventFilter:
+    since = parse_moment(args.since) if args.since else None
+    until = parse_moment(args.until) if args.until else None
+    if since is not None and until is not None and since >= until:
+        raise ConfigError(
+            f"--since {args.since} ({since.isoformat(timespec='seconds')}) is not before "
+            f"--until {args.until} ({until.isoformat(timespec='seconds')}): nothing can match"
+        )
     return EventFilter(
         event_type=args.type,
         sub_app_id=args.sub_app_id,
         task_id=args.task_id,
         file_id=args.file_id,
-        since=parse_moment(args.since) if args.since else None,
-        until=parse_moment(args.until) if args.until else None,
+        since=since,
+        until=until,
     )
 
 
 def _list(args: argparse.Namespace) -> int:
+    where = _filter(args)  # a usage error before the database is opened
     with _queries(args) as queries:
-        rows = queries.latest(_filter(args), args.limit)
-    write_rows(rows, args.format, sys.stdout, EVENT_COLUMNS)
+        rows = queries.latest(where, args.limit)
+    write_rows(rows, args.format, sys.stdout, EVENT_COLUMNS, terminal_width(sys.stdout))
     return 0
 
 
@@ -84,15 +104,17 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
+    where = _filter(args)
     with _queries(args) as queries:
-        rows = queries.stats(_filter(args))
-    write_rows(rows, args.format, sys.stdout, STATS_COLUMNS)
+        rows = queries.stats(where)
+    write_rows(rows, args.format, sys.stdout, STATS_COLUMNS, terminal_width(sys.stdout))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
+    where = _filter(args)
     with _queries(args) as queries, _output(args.output) as out:
-        count = write_json_lines(queries.every(_filter(args)), out)
+        count = write_json_lines(queries.every(where), out)
     if args.output:
         print(f"{count} event(s) written to {args.output}", file=sys.stderr)
     return 0
@@ -118,7 +140,7 @@ def _purge(args: argparse.Namespace) -> int:
             "stored now too"
         )
     when = before.isoformat(timespec="seconds")
-    with _queries(args) as queries:
+    with _queries(args, write=not args.dry_run) as queries:
         if args.dry_run:
             count = count_before(queries.engine, before)
             print(f"would remove {count} event(s) received before {when}")
@@ -142,7 +164,8 @@ def _tail(args: argparse.Namespace) -> int:
     where = _filter(args)
     with _queries(args) as queries, until_stopped() as stopped:
         backlog = list(reversed(queries.latest(where, args.limit)))
-        write_stream(backlog, args.format, sys.stdout, header=True)
+        layout = stream_layout(backlog, terminal_width(sys.stdout))
+        write_stream(backlog, args.format, sys.stdout, header=True, layout=layout)
         sys.stdout.flush()
         first = backlog[0]["id"] if backlog else queries.newest_id() + 1
         low = max(0, first - 1 - TAIL_LOOKBACK_IDS)
@@ -150,7 +173,8 @@ def _tail(args: argparse.Namespace) -> int:
         while not stopped.wait(args.interval):
             fresh = follower.unseen(queries.ids_after(where, follower.low))
             if fresh:
-                write_stream(queries.by_ids(fresh), args.format, sys.stdout, header=False)
+                rows = queries.by_ids(fresh)
+                write_stream(rows, args.format, sys.stdout, header=False, layout=layout)
                 sys.stdout.flush()
     return 0
 
@@ -189,7 +213,7 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--since",
         metavar="WHEN",
-        help="received at or after: ISO 8601 (UTC by default) or an age: 30m, 2h, 1d",
+        help=f"received at or after: ISO 8601 (UTC by default) or an age: {AGE_EXAMPLES}",
     )
     parser.add_argument("--until", metavar="WHEN", help="received before; same forms as --since")
 
@@ -214,7 +238,9 @@ def add_events_command(
     listing = actions.add_parser(
         "list", parents=[source, filters, fmt], help="the newest events, newest first"
     )
-    listing.add_argument("--limit", type=int, default=50, metavar="N", help="(default %(default)s)")
+    listing.add_argument(
+        "--limit", type=_LIMIT, default=50, metavar="N", help="1 or more (default %(default)s)"
+    )
     listing.set_defaults(handler=_list)
     show = actions.add_parser("show", parents=[source], help="one event with its payload, as JSON")
     show.add_argument("key", help="the id, or a dedup key (at least its first 8 characters)")
@@ -228,6 +254,13 @@ def add_events_command(
         "export", parents=[source, filters], help="every matching event as JSON Lines, oldest first"
     )
     export.add_argument("--output", metavar="FILE", help="write here instead of stdout")
+    # Export streams: `json` is JSON Lines here, as for `tail` (an array would be held whole).
+    export.add_argument(
+        "--format",
+        choices=("json", "jsonl"),
+        default="jsonl",
+        help="either way JSON Lines, one event per line (default %(default)s)",
+    )
     export.set_defaults(handler=_export)
     tail = actions.add_parser(
         "tail",
@@ -235,10 +268,14 @@ def add_events_command(
         help="the last events, then new ones as they are stored, until Ctrl-C",
     )
     tail.add_argument(
-        "--limit", type=int, default=10, metavar="N", help="shown first (%(default)s)"
+        "--limit", type=_LIMIT, default=10, metavar="N", help="shown first, 1 or more (%(default)s)"
     )
     tail.add_argument(
-        "--interval", type=float, default=1.0, metavar="SECONDS", help="(%(default)s)"
+        "--interval",
+        type=number(float, above=0),
+        default=1.0,
+        metavar="SECONDS",
+        help="between looks for new events, more than 0 (%(default)s)",
     )
     tail.set_defaults(handler=_tail)
     purge = actions.add_parser(

@@ -1,4 +1,5 @@
-"""The database schema through Alembic: upgrade, downgrade and where a database stands.
+"""The database schema through Alembic: upgrade, downgrade, where a database stands, and opening
+one that must already stand at the newest revision (reading commands, `--no-migrate`).
 
 The revisions live in `migrations/` at the top of the source tree; the wheel carries the same
 directory as `vodpoller/migrations`, so both an editable and a normal install find them."""
@@ -15,11 +16,13 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import URL, Connection, Engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from vodpoller.database import make_engine, safe_url, writer
-from vodpoller.errors import StorageError
+from vodpoller.database import make_engine, safe_url, sqlite_path, writer
+from vodpoller.errors import SchemaError, StorageError
+from vodpoller.store import EventStore
 
 
 def script_location() -> Path:
@@ -54,7 +57,65 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
     except SQLAlchemyError as exc:
-        raise StorageError(f"reading the schema revision of {safe_url(engine.url)} failed") from exc
+        raise StorageError(
+            f"reading the schema revision of {database_name(engine.url)} failed"
+        ) from exc
+
+
+def database_name(url: str | URL) -> str:
+    """The database for a message: a SQLite file's path, else the URL without its password."""
+    return str(sqlite_path(url) or safe_url(url))
+
+
+def known_revisions() -> set[str]:
+    return {
+        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    }
+
+
+def schema_problem(engine: Engine, where: str) -> str | None:
+    """Why this vodpoller cannot use the schema of the database (`where` names it) as it is;
+    None when it is at the newest revision."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return None
+    if current is None:
+        return f"schema missing in {where}: run `vodpoller migrate`"
+    if current in known_revisions():
+        return (
+            f"schema of {where} at revision {current}, this vodpoller needs {head}: "
+            "run `vodpoller migrate`"
+        )
+    return (
+        f"schema of {where} at revision {current}, which this vodpoller does not know (it "
+        f"needs {head}): a newer vodpoller migrated it; upgrade vodpoller"
+    )
+
+
+def open_at_head(url: str, *, read_only: bool = False) -> EventStore:
+    """A store on a database that already holds the newest schema; nothing is created on the
+    way (no SQLite file, directory or table). `read_only` opens a SQLite file read-only."""
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise SchemaError(f"no vodpoller database at {path}{_relative_hint(url)}")
+    store = EventStore.connect(url, read_only=read_only)
+    try:
+        problem = schema_problem(store.engine, database_name(url))
+    except BaseException:
+        store.dispose()
+        raise
+    if problem is not None:
+        store.dispose()
+        raise SchemaError(problem)
+    return store
+
+
+def _relative_hint(url: str) -> str:
+    database = make_url(url).database or ""
+    if database.startswith(("/", "file:", "~")):
+        return ""
+    return f" (sqlite:///{database} is relative to the current directory; sqlite:////… is absolute)"
 
 
 def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:

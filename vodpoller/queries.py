@@ -17,12 +17,13 @@ from vodpoller.store import EventStore
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+AGE_EXAMPLES = "90s, 30m, 2h, 1d, 1w"  # one per unit: the help and the README show these
 PAGE = 500
 
 
 def parse_moment(text: str, now: datetime | None = None) -> datetime:
-    """An ISO 8601 date or time (UTC unless it says otherwise), or an age such as `90m`,
-    `2h`, `1d` meaning that long before now."""
+    """An ISO 8601 date or time (UTC unless it says otherwise), or an age such as `90s`,
+    `30m`, `2h`, `1d`, `1w` meaning that long before now."""
     now = now or datetime.now(UTC)
     match = _DURATION.fullmatch(text.strip())
     if match:
@@ -32,7 +33,7 @@ def parse_moment(text: str, now: datetime | None = None) -> datetime:
     except ValueError:
         raise ConfigError(
             f"{text!r} is neither an ISO 8601 time (2026-11-25T08:00:00Z, 2026-11-25) "
-            "nor an age (30m, 2h, 1d)"
+            f"nor an age ({AGE_EXAMPLES})"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 

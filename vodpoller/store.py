@@ -182,10 +182,11 @@ class EventStore:
         self._writer = writer(engine)
 
     @classmethod
-    def connect(cls, url: str) -> EventStore:
-        """Create the engine (connections are opened lazily, on first use)."""
+    def connect(cls, url: str, *, read_only: bool = False) -> EventStore:
+        """Create the engine (connections are opened lazily, on first use); `read_only` opens a
+        SQLite file read-only and creates nothing."""
         try:
-            return cls(make_engine(url))
+            return cls(make_engine(url, read_only=read_only))
         except ImportError as exc:
             raise StorageError(
                 f"no driver for {safe_url(url)}: install vodpoller[postgres] or vodpoller[mysql]"

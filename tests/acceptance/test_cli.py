@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -233,15 +234,29 @@ def test_check_passes_on_a_working_setup_and_fails_on_an_unreachable_database(
     assert "FAIL  database" in bad.stdout
 
 
-def test_check_says_to_migrate_an_empty_database(
+def test_check_says_an_empty_database_gets_its_schema_on_first_run(
     emulator_factory: EmulatorFactory, tmp_path: Path, database: Path
 ) -> None:
     config = _config(tmp_path, emulator_factory(), database)
+    sqlite3.connect(database).close()  # a file without tables
 
     done = vodpoller("check", "--config", str(config), cwd=tmp_path)
 
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ok    schema: none yet: will be created on first run (run migrates)" in done.stdout
+
+
+def test_check_no_migrate_says_to_migrate_an_empty_database(
+    emulator_factory: EmulatorFactory, tmp_path: Path, database: Path
+) -> None:
+    config = _config(tmp_path, emulator_factory(), database)
+    sqlite3.connect(database).close()
+
+    done = vodpoller("check", "--no-migrate", "--config", str(config), cwd=tmp_path)
+
     assert done.returncode == 1
-    assert "vodpoller migrate" in done.stdout
+    assert "FAIL  schema: schema missing in" in done.stdout
+    assert "run `vodpoller migrate`" in done.stdout
 
 
 def test_migrate_brings_the_schema_to_the_newest_revision(
@@ -279,6 +294,36 @@ def test_demo_stores_one_row_per_sample_type_and_absorbs_the_refused_ones(
     assert types == (37, 37, 37 + 12, 37, 0)
 
 
+def test_demo_names_the_vodpoller_that_ran_it_and_its_hints_work(tmp_path: Path) -> None:
+    database = tmp_path / "vodpoller-demo.db"
+    script = Path(sys.executable).parent / "vodpoller"  # the console script of this install
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    as_module = vodpoller("demo", cwd=tmp_path)
+    as_script = subprocess.run(
+        [str(script), "demo"], cwd=tmp_path, env=_env(), capture_output=True, text=True, check=False
+    )
+
+    hints = [line.strip() for line in as_module.stdout.splitlines() if "--database-url" in line]
+    assert hints == [
+        f"{sys.executable} -m vodpoller events stats --database-url sqlite:///{database}",
+        f"{sys.executable} -m vodpoller events show 1 --database-url sqlite:///{database}",
+    ]
+    assert f"  {script} events stats --database-url sqlite:///{database}" in as_script.stdout
+    for hint in hints:  # from another directory too: the paths are absolute
+        followed = subprocess.run(
+            shlex.split(hint),
+            cwd=elsewhere,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert followed.returncode == 0, followed.stderr
+        assert "event_type" in followed.stdout
+
+
 def test_demo_and_the_emulator_never_go_through_an_http_proxy(tmp_path: Path) -> None:
     dead_proxy = "http://127.0.0.1:9"
     done = vodpoller("demo", cwd=tmp_path, HTTP_PROXY=dead_proxy, HTTPS_PROXY=dead_proxy)
@@ -287,7 +332,7 @@ def test_demo_and_the_emulator_never_go_through_an_http_proxy(tmp_path: Path) ->
     assert "pulled=37 stored=25 duplicates=12 confirmed=37" in done.stdout
 
 
-def test_check_does_not_create_a_missing_sqlite_database(
+def test_check_passes_on_a_sqlite_file_that_run_will_create_and_creates_nothing(
     emulator_factory: EmulatorFactory, tmp_path: Path
 ) -> None:
     missing = tmp_path / "not-yet" / "events.db"
@@ -295,6 +340,57 @@ def test_check_does_not_create_a_missing_sqlite_database(
 
     done = vodpoller("check", "--config", str(config), cwd=tmp_path)
 
-    assert done.returncode == 1
-    assert "does not exist yet" in done.stdout
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"ok    database: {missing} does not exist yet: run creates it" in done.stdout
+    assert "ok    schema: will be created on first run (run migrates)" in done.stdout
     assert not missing.parent.exists()
+    # The documented order: check, then run (here once), which creates and migrates it.
+    assert vodpoller("once", "--config", str(config), cwd=tmp_path).returncode == 0
+    assert _count(missing) == 0
+
+
+def test_check_no_migrate_fails_on_a_missing_sqlite_file(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    missing = tmp_path / "not-yet" / "events.db"
+    config = _config(tmp_path, emulator_factory(), missing)
+
+    done = vodpoller("check", "--no-migrate", "--config", str(config), cwd=tmp_path)
+
+    assert done.returncode == 1
+    assert f"FAIL  database: no vodpoller database at {missing}" in done.stdout
+    assert "run `vodpoller migrate` first" in done.stdout
+    assert not missing.parent.exists()
+
+
+def test_check_blames_an_impossible_sqlite_path_not_the_migrations(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    a_file = tmp_path / "plain-file"
+    a_file.write_text("not a directory")
+    impossible = a_file / "state" / "events.db"
+    config = _config(tmp_path, emulator_factory(), impossible)
+
+    done = vodpoller("check", "--config", str(config), cwd=tmp_path)
+    run = vodpoller("once", "--config", str(config), cwd=tmp_path)
+
+    assert done.returncode == 1
+    assert f"FAIL  database: cannot create {impossible}: {a_file} is not a directory" in (
+        done.stdout
+    )
+    assert "migrate" not in done.stdout
+    assert run.returncode == 1  # check said what run finds
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_check_blames_a_directory_the_user_cannot_write(
+    emulator_factory: EmulatorFactory, tmp_path: Path
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    config = _config(tmp_path, emulator_factory(), locked / "vodpoller" / "events.db")
+
+    done = vodpoller("check", "--config", str(config), cwd=tmp_path)
+
+    assert done.returncode == 1
+    assert f"{locked} is not writable by" in done.stdout

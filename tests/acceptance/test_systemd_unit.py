@@ -161,4 +161,4 @@ def test_vodpoller_works_where_memory_cannot_be_writable_and_executable(tmp_path
     )
 
     assert done.returncode == 0, done.stderr
-    assert "37 rows in vodpoller-demo.db" in done.stdout
+    assert f"37 rows in {tmp_path / 'vodpoller-demo.db'}" in done.stdout
