@@ -44,6 +44,9 @@ class Tallied(metrics.Metrics):
         self.inner.stored(app, stored, duplicates)
         self.figures.counted(stored=stored, duplicates=duplicates)
 
+    def quarantined(self, app: int | None, entries: int) -> None:
+        self.inner.quarantined(app, entries)
+
     def confirmed(self, app: int | None, events: int, batch_seconds: float) -> None:
         self.inner.confirmed(app, events, batch_seconds)
         self.figures.counted(confirmed=events)

@@ -1,5 +1,5 @@
-"""`vodpoller events list/show/stats/export/tail`: query what is stored. Thin: arguments in,
-`EventQueries` and `output` do the work."""
+"""`vodpoller events list/show/stats/rejects/export/tail/purge`: query what is stored.
+Thin: arguments in, `EventQueries` and `output` do the work."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ from vodpoller.retention import count_before, purge_before
 from vodpoller.signals import until_stopped
 
 _LIMIT = number(int, at_least=1)
+# The entry as received (`raw`) is last: a table cuts it to fit; json shows it whole.
+REJECT_COLUMNS = ("id", "received_at", "sub_app_id", "reason", "raw")
 STATS_COLUMNS = (
     "event_type",
     "events",
@@ -67,7 +69,8 @@ def _queries(args: argparse.Namespace, *, write: bool = False) -> Iterator[Event
         store.dispose()
 
 
-def _filter(args: argparse.Namespace) -> EventFilter:
+def _window(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
+    """--since and --until, checked: a window that cannot match is a usage error."""
     since = parse_moment(args.since) if args.since else None
     until = parse_moment(args.until) if args.until else None
     if since is not None and until is not None and since >= until:
@@ -75,6 +78,11 @@ def _filter(args: argparse.Namespace) -> EventFilter:
             f"--since {args.since} ({since.isoformat(timespec='seconds')}) is not before "
             f"--until {args.until} ({until.isoformat(timespec='seconds')}): nothing can match"
         )
+    return since, until
+
+
+def _filter(args: argparse.Namespace) -> EventFilter:
+    since, until = _window(args)
     return EventFilter(
         event_type=args.type,
         sub_app_id=args.sub_app_id,
@@ -108,6 +116,14 @@ def _stats(args: argparse.Namespace) -> int:
     with _queries(args) as queries:
         rows = queries.stats(where)
     write_rows(rows, args.format, sys.stdout, STATS_COLUMNS, terminal_width(sys.stdout))
+    return 0
+
+
+def _rejects(args: argparse.Namespace) -> int:
+    since, until = _window(args)
+    with _queries(args) as queries:
+        rows = queries.rejects(args.limit, sub_app_id=args.sub_app_id, since=since, until=until)
+    write_rows(rows, args.format, sys.stdout, REJECT_COLUMNS, terminal_width(sys.stdout))
     return 0
 
 
@@ -250,6 +266,23 @@ def add_events_command(
         parents=[source, filters, fmt],
         help="per event type: counts, deliveries, unconfirmed",
     ).set_defaults(handler=_stats)
+    rejects = actions.add_parser(
+        "rejects",
+        parents=[source, fmt],
+        help="the entries quarantined in vod_rejects (unreadable, or refused by the database), "
+        "newest first",
+    )
+    rejects.add_argument("--sub-app-id", type=int, metavar="N")
+    rejects.add_argument(
+        "--since",
+        metavar="WHEN",
+        help=f"received at or after: ISO 8601 (UTC by default) or an age: {AGE_EXAMPLES}",
+    )
+    rejects.add_argument("--until", metavar="WHEN", help="received before; same forms as --since")
+    rejects.add_argument(
+        "--limit", type=_LIMIT, default=50, metavar="N", help="1 or more (default %(default)s)"
+    )
+    rejects.set_defaults(handler=_rejects)
     export = actions.add_parser(
         "export", parents=[source, filters], help="every matching event as JSON Lines, oldest first"
     )

@@ -51,6 +51,10 @@ class Metrics:
     def stored(self, app: Application, stored: int, duplicates: int) -> None:
         """A batch committed: new rows, and deliveries that found their row already there."""
 
+    def quarantined(self, app: Application, entries: int) -> None:
+        """Entries kept in `vod_rejects` instead of `vod_events` (unreadable, or refused by
+        the database); their handles are confirmed all the same."""
+
     def confirmed(self, app: Application, events: int, batch_seconds: float) -> None:
         """A batch's handles confirmed; `batch_seconds` from the pull's request to now."""
 
@@ -95,6 +99,12 @@ class PrometheusMetrics(Metrics):
         )
         self._duplicates = Counter(
             "vodpoller_events_duplicate", "Deliveries of events already stored", app, registry=r
+        )
+        self._quarantined = Counter(
+            "vodpoller_entries_quarantined",
+            "Entries kept in vod_rejects: unreadable, or refused by the database",
+            app,
+            registry=r,
         )
         self._confirmed = Counter(
             "vodpoller_events_confirmed", "Events confirmed with ConfirmEvents", app, registry=r
@@ -144,6 +154,7 @@ class PrometheusMetrics(Metrics):
                 self._pulled,
                 self._stored,
                 self._duplicates,
+                self._quarantined,
                 self._confirmed,
                 self._expired,
                 self._pull_seconds,
@@ -162,6 +173,9 @@ class PrometheusMetrics(Metrics):
     def stored(self, app: Application, stored: int, duplicates: int) -> None:
         self._stored.labels(app_label(app)).inc(stored)
         self._duplicates.labels(app_label(app)).inc(duplicates)
+
+    def quarantined(self, app: Application, entries: int) -> None:
+        self._quarantined.labels(app_label(app)).inc(entries)
 
     def confirmed(self, app: Application, events: int, batch_seconds: float) -> None:
         self._confirmed.labels(app_label(app)).inc(events)

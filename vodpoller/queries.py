@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, select, true
 from sqlalchemy.exc import SQLAlchemyError
 
 from vodpoller.errors import ConfigError, StorageError
-from vodpoller.schema import vod_events
+from vodpoller.schema import vod_events, vod_rejects
 from vodpoller.store import EventStore
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -153,3 +153,23 @@ class EventQueries:
         for row in rows:
             row["deliveries"] = int(row["deliveries"] or 0)
         return rows
+
+    def rejects(
+        self,
+        limit: int,
+        *,
+        sub_app_id: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """The newest `limit` quarantined entries (`vod_rejects`), newest first."""
+        c = vod_rejects.c
+        parts: list[ColumnElement[bool]] = []
+        if sub_app_id is not None:
+            parts.append(c.sub_app_id == sub_app_id)
+        if since is not None:
+            parts.append(c.received_at >= since)
+        if until is not None:
+            parts.append(c.received_at < until)
+        statement = select(vod_rejects).where(and_(true(), *parts))
+        return self._all(statement.order_by(c.id.desc()).limit(limit))

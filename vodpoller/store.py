@@ -227,7 +227,7 @@ class EventStore:
         """Store answers in one transaction: each event becomes a new row or, when it is a
         redelivery, adds to its row's `deliveries` (identity.py decides). The rows are held by
         `holder` until `settle` says how their confirm went."""
-        if not any(answer.events for answer in answers):
+        if not any(answer.events or answer.rejects for answer in answers):
             return [SaveResult(0, 0) for _ in answers]
         count = sum(len(answer.events) for answer in answers)
         return transaction(

@@ -252,6 +252,8 @@ class Storer:
         for job, result in zip(jobs, results, strict=True):
             if job.events:
                 self.metrics.stored(job.sub_app_id, result.stored, result.duplicates)
+            if result.refused or job.rejects:
+                self.metrics.quarantined(job.sub_app_id, result.refused + len(job.rejects))
             self._confirm(job, result)
 
     def _write_failed(

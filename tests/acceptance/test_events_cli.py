@@ -19,7 +19,7 @@ from tests.helpers import reaped, write_config
 from vodpoller.emulator.samples import load_samples
 from vodpoller.events import parse_entry
 from vodpoller.migrate import upgrade
-from vodpoller.store import EventStore
+from vodpoller.store import Answer, EventStore, Reject
 
 SAMPLES = load_samples()
 OLD = datetime(2026, 1, 1, tzinfo=UTC)
@@ -190,3 +190,51 @@ def test_recent_received_at_is_within_the_last_minute(database: str, tmp_path: P
     rows = json.loads(events(database, tmp_path, "list", "--limit", "1", "--format", "json").stdout)
     received = datetime.fromisoformat(rows[0]["received_at"])
     assert datetime.now(UTC) - received < timedelta(minutes=1)
+
+
+def test_rejects_lists_the_quarantined_entries_newest_first(database: str, tmp_path: Path) -> None:
+    with EventStore.connect(database) as store:
+        store.save_answers(
+            [
+                Answer([], OLD, None, [Reject('"a string"', None, "not an object")]),
+                Answer(
+                    [],
+                    datetime.now(UTC),
+                    1500000001,
+                    [Reject('{"EventHandle": "h-9", "EventType": 7}', "h-9", "EventType: 7")],
+                ),
+            ]
+        )
+
+    table = events(database, tmp_path, "rejects")
+    as_json = json.loads(events(database, tmp_path, "rejects", "--format", "json").stdout)
+    recent = json.loads(
+        events(database, tmp_path, "rejects", "--since", "1h", "--format", "json").stdout
+    )
+    of_app = events(database, tmp_path, "rejects", "--sub-app-id", "1500000001", "--limit", "5")
+
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0].split() == [
+        "id",
+        "received_at",
+        "sub_app_id",
+        "reason",
+        "raw",
+    ]
+    assert [(row["id"], row["reason"]) for row in as_json] == [
+        (2, "EventType: 7"),
+        (1, "not an object"),
+    ]
+    assert as_json[0]["raw"] == '{"EventHandle": "h-9", "EventType": 7}'
+    assert as_json[0]["event_handle"] == "h-9"
+    assert [row["id"] for row in recent] == [2]
+    assert [line.split()[0] for line in of_app.stdout.splitlines()[2:]] == ["2"]
+
+
+def test_rejects_takes_the_usual_usage_checks(database: str, tmp_path: Path) -> None:
+    backwards = events(database, tmp_path, "rejects", "--since", "1h", "--until", "2h")
+    no_rows = events(database, tmp_path, "rejects", "--limit", "0")
+
+    assert backwards.returncode == 2
+    assert "is not before" in backwards.stderr
+    assert no_rows.returncode == 2

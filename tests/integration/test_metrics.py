@@ -88,6 +88,7 @@ def test_metrics_are_served_as_prometheus_text(
     metrics.pulled(None, 16, 0.02)
     metrics.pulled(None, 0, 5.0)
     metrics.stored(None, 14, 2)
+    metrics.quarantined(1500000001, 2)
     metrics.confirmed(None, 16, 0.3)
     metrics.confirm_expired(1500000001, 3)
     metrics.api_error("PullEvents", "InternalError")
@@ -107,6 +108,8 @@ def test_metrics_are_served_as_prometheus_text(
     assert samples[("vodpoller_events_stored_total", default)] == 14
     assert samples[("vodpoller_events_duplicate_total", default)] == 2
     assert samples[("vodpoller_events_confirmed_total", default)] == 16
+    assert samples[("vodpoller_entries_quarantined_total", app)] == 2
+    assert samples[("vodpoller_entries_quarantined_total", default)] == 0
     assert samples[("vodpoller_confirm_expired_total", app)] == 3
     assert samples[("vodpoller_confirm_expired_total", default)] == 0
     errors = "vodpoller_api_errors_total"
@@ -132,6 +135,7 @@ def test_every_application_has_its_series_at_zero_before_anything_happens(
             "vodpoller_events_pulled_total",
             "vodpoller_events_stored_total",
             "vodpoller_events_duplicate_total",
+            "vodpoller_entries_quarantined_total",
             "vodpoller_events_confirmed_total",
             "vodpoller_confirm_expired_total",
             "vodpoller_pull_duration_seconds_count",
