@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, TypeVar
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -46,6 +47,11 @@ def secrets_of(settings: Settings) -> list[str]:
         password = make_url(settings.database.url).password
         if password:
             secrets.append(str(password))
+    if settings.receiver.listen:
+        secrets.append(settings.receiver.path.rstrip("/").rsplit("/", 1)[-1])
+    forward_password = urlsplit(settings.forward.url).password
+    if forward_password:
+        secrets.append(forward_password)
     return secrets
 
 

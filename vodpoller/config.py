@@ -7,6 +7,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -29,9 +30,12 @@ DEFAULT_DATABASE_URL = "sqlite:////var/lib/vodpoller/events.db"
 # PullEvents holds a request up to 5 s when no event waits; a request needs that and some
 # time to connect and to read the answer. A pulled event's handle expires 30 s after the pull.
 LONG_POLL_SECONDS = 5.0
+MIN_TOKEN_CHARS = 16  # the receiver's path ends in a secret of at least this many characters
 MIN_REQUEST_TIMEOUT_SECONDS = 7.0
 MAX_REQUEST_TIMEOUT_SECONDS = 30.0
 # host[:port]: a DNS name, an IPv4 address, or an IPv6 address in brackets.
+# A PostgreSQL channel name that needs no quoting.
+_CHANNEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _ENDPOINT = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?"
 )
@@ -124,6 +128,24 @@ class PollSettings(_Section):
 
 class DatabaseSettings(_Section):
     url: str = Field(DEFAULT_DATABASE_URL, repr=False)  # may hold a password
+    # PostgreSQL only: after each batch commits, NOTIFY this channel with the new rows.
+    notify_channel: str = ""
+
+    @field_validator("notify_channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        if value and not _CHANNEL.fullmatch(value):
+            raise ValueError(
+                "must be a plain identifier (letters, digits, _; at most 63 characters, "
+                f"not starting with a digit), not {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _notify_needs_postgres(self) -> DatabaseSettings:
+        if self.notify_channel and make_url(self.url).get_backend_name() != "postgresql":
+            raise ValueError("notify_channel needs a PostgreSQL url (NOTIFY is PostgreSQL's)")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -206,6 +228,82 @@ class RetentionSettings(_Section):
     days: int = Field(0, ge=0)  # 0: keep every row
 
 
+class ReceiverSettings(_Section):
+    """Normal callback: VOD POSTs events here (receiver.py). Off while `listen` is empty."""
+
+    listen: str = ""
+    # The URL path VOD is given, with a secret token in it: /vod/callback/<token>.
+    path: str = Field("", repr=False)
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value.strip():
+            parse_listen(value)
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _secret_path(self) -> ReceiverSettings:
+        if not self.listen:
+            return self
+        if not self.path.startswith("/") or any(c.isspace() for c in self.path):
+            raise ValueError("path must start with / and hold no spaces, e.g. /vod/callback/TOKEN")
+        token = self.path.rstrip("/").rsplit("/", 1)[-1]
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"path must end in a secret token of at least {MIN_TOKEN_CHARS} characters "
+                "(e.g. /vod/callback/ and the output of `openssl rand -hex 16`)"
+            )
+        return self
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to serve on, or None when the receiver is off."""
+        return parse_listen(self.listen) if self.listen else None
+
+
+class ForwardSettings(_Section):
+    """Every stored event POSTed to the user's handler (forwarder.py). Off while `url` is
+    empty."""
+
+    url: str = Field("", repr=False)  # may hold credentials
+    event_types: list[str] = Field(default_factory=list)  # empty: every type
+    timeout_seconds: float = Field(10.0, gt=0, le=300)
+    max_in_flight: int = Field(8, ge=1, le=64)
+    # After a failure a row waits, doubling from the first pause up to the longest.
+    retry_seconds: float = Field(1.0, gt=0)
+    max_retry_seconds: float = Field(300.0, gt=0)
+    # Rows received before this moment are never forwarded (enabling it on a database with
+    # history); RFC 3339, e.g. "2026-12-01T00:00:00Z". Empty: every row not yet forwarded.
+    since: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError("must be an http:// or https:// URL, e.g. https://app.internal/vod")
+        return value
+
+    @field_validator("since")
+    @classmethod
+    def _moment(cls, value: str) -> str:
+        if value:
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(
+                    f"must be RFC 3339, e.g. 2026-12-01T00:00:00Z, not {value!r}"
+                ) from None
+            if moment.tzinfo is None:
+                raise ValueError(f"needs a time zone (Z or +08:00): {value!r}")
+        return value
+
+    @property
+    def since_moment(self) -> datetime | None:
+        return datetime.fromisoformat(self.since) if self.since else None
+
+
 class Settings(_Section):
     vod: VodSettings = VodSettings()
     poll: PollSettings = PollSettings()
@@ -213,6 +311,8 @@ class Settings(_Section):
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
     retention: RetentionSettings = RetentionSettings()
+    receiver: ReceiverSettings = ReceiverSettings()
+    forward: ForwardSettings = ForwardSettings()
 
 
 def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:

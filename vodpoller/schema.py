@@ -111,6 +111,13 @@ vod_events = Table(
     Column("delivered_at", UtcDateTime(), nullable=True),
     Column("confirmed_at", UtcDateTime(), nullable=True),
     Column("deliveries", Integer, nullable=False, default=1, server_default=text("1")),
+    # Of `deliveries`, those that came by normal callback (POSTed to the receiver).
+    Column("pushed_deliveries", Integer, nullable=False, default=0, server_default=text("0")),
+    # The forwarder's progress (forwarder.py): NULL until the user's handler answered 2xx.
+    Column("forwarded_at", UtcDateTime(), nullable=True),
+    Column("forward_attempts", Integer, nullable=False, default=0, server_default=text("0")),
+    Column("forward_claim", String(KEY_LENGTH), nullable=True),  # who sends it now
+    Column("forward_after", UtcDateTime(), nullable=True),  # not tried again before
     UniqueConstraint("dedup_key"),
     # Indexed strings stay within 255 characters: 1,020 bytes in utf8mb4, under InnoDB's 3,072.
     Index(None, "event_type"),
@@ -119,6 +126,7 @@ vod_events = Table(
     Index(None, "received_at"),
     # Finds a content's rows and its highest occurrence (max over the index).
     Index(None, "content_key", "occurrence"),
+    Index(None, "forwarded_at"),
     mysql_charset="utf8mb4",
 )
 
