@@ -90,10 +90,14 @@ def open_store(settings: Settings, *, run_migrations: bool) -> EventStore:
         # Before anything is pulled: a schema the code does not expect would fail every batch.
         # A database that does not answer is a StorageError, waited for at start; this is not.
         try:
-            return migrate.open_at_head(settings.database.url)
+            store = migrate.open_at_head(settings.database.url)
         except SchemaError as error:
             raise SchemaError("cannot start with --no-migrate") from error
-    store = EventStore.connect(settings.database.url)
+        store.notify_channel = settings.database.notify_channel
+        return store
+    store = EventStore.connect(
+        settings.database.url, notify_channel=settings.database.notify_channel
+    )
     try:
         migrate.upgrade(store.engine)
     except BaseException:
@@ -257,6 +261,7 @@ def components(
                 level=settings.logging.level,
                 fmt=settings.logging.format,
                 secrets=secrets_of(settings),
+                notify_channel=settings.database.notify_channel,
             ),
         )
         if store_process

@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from vodpoller import identity, rawjson
+from vodpoller import identity, pgnotify, rawjson
 from vodpoller.classify import one_line
 from vodpoller.daemons import dead_among
 from vodpoller.database import (
@@ -147,6 +147,7 @@ class SaveResult:
     duplicates: int
     row_ids: tuple[int | None, ...] = field(default=(), compare=False)
     refused: int = field(default=0, compare=False)
+    new_ids: frozenset[int] = field(default=frozenset(), compare=False)  # rows created now
 
     @property
     def ids(self) -> tuple[int, ...]:
@@ -175,18 +176,20 @@ class SettleResult:
 
 
 class EventStore:
-    """Every database error becomes `StorageError`."""
+    """Every database error becomes `StorageError`. `notify_channel` (PostgreSQL): each
+    transaction that creates rows NOTIFYs it with their ids and types (pgnotify.py)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, notify_channel: str = "") -> None:
         self.engine = engine
         self._writer = writer(engine)
+        self.notify_channel = notify_channel
 
     @classmethod
-    def connect(cls, url: str, *, read_only: bool = False) -> EventStore:
+    def connect(cls, url: str, *, read_only: bool = False, notify_channel: str = "") -> EventStore:
         """Create the engine (connections are opened lazily, on first use); `read_only` opens a
         SQLite file read-only and creates nothing."""
         try:
-            return cls(make_engine(url, read_only=read_only))
+            return cls(make_engine(url, read_only=read_only), notify_channel=notify_channel)
         except ImportError as exc:
             raise StorageError(
                 f"no driver for {safe_url(url)}: install vodpoller[postgres] or vodpoller[mysql]"
@@ -230,11 +233,13 @@ class EventStore:
         if not any(answer.events or answer.rejects for answer in answers):
             return [SaveResult(0, 0) for _ in answers]
         count = sum(len(answer.events) for answer in answers)
-        return transaction(
-            self._writer,
-            f"storing a batch of {count} events",
-            lambda connection: _save(connection, answers, holder),
-        )
+
+        def work(connection: Connection) -> list[SaveResult]:
+            results = _save(connection, answers, holder)
+            self._notify(connection, answers, results)
+            return results
+
+        return transaction(self._writer, f"storing a batch of {count} events", work)
 
     def settle(
         self,
@@ -275,7 +280,9 @@ class EventStore:
 
         def work(connection: Connection, careful: bool) -> tuple[list[SaveResult], SettleResult]:
             settled = _settle(connection, confirmed, released, holder, when)
-            return _save(connection, answers, holder, careful=careful), settled
+            results = _save(connection, answers, holder, careful=careful)
+            self._notify(connection, answers, results)
+            return results, settled
 
         try:
             return transaction(self._writer, what, lambda connection: work(connection, False))
@@ -290,6 +297,20 @@ class EventStore:
                 error=_reason(cause) if cause is not None else describe(error),
             )
             return transaction(self._writer, what, lambda connection: work(connection, True))
+
+    def _notify(
+        self, connection: Connection, answers: Sequence[Answer], results: Sequence[SaveResult]
+    ) -> None:
+        """Inside the transaction: PostgreSQL delivers a NOTIFY only when it commits."""
+        if not self.notify_channel:
+            return
+        created = [
+            (row_id, event.event_type)
+            for answer, result in zip(answers, results, strict=True)
+            for event, row_id in zip(answer.events, result.row_ids, strict=True)
+            if row_id is not None and row_id in result.new_ids
+        ]
+        pgnotify.send(connection, self.notify_channel, created)
 
     # -- small reads ---------------------------------------------------------------------
 
@@ -369,7 +390,10 @@ def _save(
         ]
         _keep_rejects(connection, answer, kept)
         duplicates = len(decided) - stored - len(turned_away)
-        results.append(SaveResult(stored, duplicates, row_ids, len(turned_away)))
+        created = frozenset(
+            ids[d.dedup_key] for d in decided if isinstance(d, NewRow) and d.dedup_key in ids
+        )
+        results.append(SaveResult(stored, duplicates, row_ids, len(turned_away), created))
     return results
 
 

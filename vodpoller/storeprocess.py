@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Final
 
@@ -27,17 +28,28 @@ _CONTEXT: Final = multiprocessing.get_context("spawn")
 START_SECONDS: Final = 60.0  # the child imports vodpoller and opens the engine
 
 
+@dataclass(frozen=True)
+class _ChildSettings:
+    """What the child needs to open the store as the parent would (pickled to it)."""
+
+    url: str
+    level: str
+    fmt: str
+    secrets: tuple[str, ...]
+    notify_channel: str
+
+
 def _serve(
-    pipe: Connection, url: str, level: str, fmt: str, secrets: list[str]
+    pipe: Connection, settings: _ChildSettings
 ) -> None:  # pragma: no cover (runs in the child; tested through StoreProcess)
     """The child: write what comes down the pipe until it closes."""
     # Stop signals are the parent's to handle: it finishes, then closes the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logs.configure(level, fmt)
-    logs.add_secrets(secrets)
+    logs.configure(settings.level, settings.fmt)
+    logs.add_secrets(settings.secrets)
     try:
-        store = EventStore.connect(url)
+        store = EventStore.connect(settings.url, notify_channel=settings.notify_channel)
     except StorageError as error:
         with contextlib.suppress(OSError):
             pipe.send(("error", describe(error)))
@@ -79,9 +91,15 @@ class StoreProcess:
     after it died (the batch in hand then fails: it is not confirmed and comes back)."""
 
     def __init__(
-        self, url: str, *, level: str = "info", fmt: str = "json", secrets: Sequence[str] = ()
+        self,
+        url: str,
+        *,
+        level: str = "info",
+        fmt: str = "json",
+        secrets: Sequence[str] = (),
+        notify_channel: str = "",
     ):
-        self._arguments = (url, level, fmt, list(secrets))
+        self._settings = _ChildSettings(url, level, fmt, tuple(secrets), notify_channel)
         self._pipe: Connection | None = None
         self._process: Any = None
         self._lock = threading.Lock()
@@ -96,7 +114,7 @@ class StoreProcess:
     def _start(self) -> Connection:
         parent, child = _CONTEXT.Pipe()
         process = _CONTEXT.Process(
-            target=_serve, args=(child, *self._arguments), name="vodpoller-store", daemon=True
+            target=_serve, args=(child, self._settings), name="vodpoller-store", daemon=True
         )
         process.start()
         child.close()
