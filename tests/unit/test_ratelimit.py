@@ -140,6 +140,13 @@ def test_take_sleeps_only_for_the_part_of_a_token_that_is_missing() -> None:
     assert sleeper.waits == [0.125]
 
 
+def test_take_at_a_rate_below_one_sleeps_for_its_token() -> None:
+    limit, _, sleeper = bucket(0.5)
+    limit.take()
+    limit.take()
+    assert sleeper.waits == [2.0]
+
+
 def test_waiters_queue_one_behind_the_other() -> None:
     """Each take reserves its token before sleeping: the next waiter sleeps one token longer."""
     limit, _, sleeper = bucket(4.0, advance=False)
@@ -172,13 +179,19 @@ def test_a_bucket_on_the_real_clock_sleeps_for_its_token() -> None:
 # -- threads share one bucket -----------------------------------------------------------------
 
 
-class YieldingClock(FakeClock):
-    """A fake clock that hands the processor to another thread each time it is read, so a
-    read-modify-write left unguarded would interleave."""
+class YieldingBucket(TokenBucket):
+    """Hands the processor to another thread whenever it reads its rate, which refilling does
+    between reading the balance and writing it back: left unguarded, threads would interleave
+    there every time instead of once in a blue moon."""
 
-    def __call__(self) -> float:
+    @property
+    def rate(self) -> float:
         time.sleep(0)
-        return super().__call__()
+        return self._rate
+
+    @rate.setter
+    def rate(self, rate: float) -> None:
+        self._rate = rate
 
 
 def run_in_threads(work: Callable[[], None], count: int) -> None:
@@ -196,8 +209,7 @@ def run_in_threads(work: Callable[[], None], count: int) -> None:
 
 
 def test_threads_racing_on_try_take_get_exactly_the_tokens_there_are() -> None:
-    clock = YieldingClock()
-    limit = TokenBucket(50.0, clock=clock, sleep=Sleeper(clock))
+    limit = YieldingBucket(50.0, clock=FakeClock())
     granted: list[bool] = []
 
     def work() -> None:
@@ -210,9 +222,9 @@ def test_threads_racing_on_try_take_get_exactly_the_tokens_there_are() -> None:
 
 
 def test_threads_waiting_on_take_each_get_their_own_place_in_line() -> None:
-    clock = YieldingClock()
+    clock = FakeClock()
     sleeper = Sleeper(clock, advance=False)
-    limit = TokenBucket(10.0, clock=clock, sleep=sleeper)
+    limit = YieldingBucket(10.0, clock=clock, sleep=sleeper)
 
     def work() -> None:
         for _ in range(5):
