@@ -11,6 +11,8 @@ from tests.helpers import FakeClock
 from vodpoller.pacing import (
     BURST_SECONDS,
     CUT,
+    MEASURE_BUCKET_SECONDS,
+    MIN_RATE,
     SAME_THROTTLE_SECONDS,
     SCALE,
     AdaptiveRate,
@@ -86,6 +88,83 @@ def test_the_real_wait_is_cut_short_by_the_stop_event() -> None:
         rate.acquire(stop)
 
 
+def test_a_stopped_waiter_gives_back_its_own_token_and_no_more() -> None:
+    clock = FakeClock()
+    waits: list[float] = []
+
+    def wait(stop: threading.Event | None, seconds: float) -> bool:
+        waits.append(seconds)  # the clock stands still: every waiter is still waiting
+        return stop is not None and stop.is_set()
+
+    rate = AdaptiveRate(10.0, clock=clock, wait=wait)
+    assert rate.acquire() == 0.0
+    assert rate.acquire() == pytest.approx(0.1)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Stopped):
+        rate.acquire(stop)  # third in line
+
+    assert rate.acquire() == pytest.approx(0.2)  # third in line again, not first nor second
+    assert waits == pytest.approx([0.1, 0.2, 0.2])
+
+
+def test_the_real_wait_without_a_stop_sleeps_and_returns_the_time_waited() -> None:
+    rate = AdaptiveRate(1000.0, clock=FakeClock())  # the real wait; a clock that stands still
+    waited = [rate.acquire() for _ in range(101)]
+    assert waited == [0.0] * 100 + [pytest.approx(0.001)]
+
+
+def test_the_measured_rate_is_a_smoothed_average_over_half_second_buckets() -> None:
+    rate, clock, _ = bucket(100.0)
+    for _ in range(5):
+        rate.acquire()
+    clock.advance(MEASURE_BUCKET_SECONDS)  # exactly one bucket: it closes at 5 / 0.5 s = 10/s
+    for _ in range(5):
+        rate.acquire()
+    clock.advance(MEASURE_BUCKET_SECONDS)  # the second one, 10/s again
+    rate.acquire()
+
+    rate.throttled()
+
+    first = 0.8 * 10  # weighed against the 0 measured before
+    second = 0.8 * 10 + 0.2 * first
+    assert rate.rate == pytest.approx(second * CUT)
+
+
+def test_a_throttle_before_any_rate_was_measured_cuts_the_maximum_and_grows_back_to_it() -> None:
+    rate, clock, _ = bucket(100.0)
+    rate.acquire()
+    rate.throttled()
+    assert rate.rate == pytest.approx(100.0 * CUT)
+
+    clock.advance(600)
+    rate.succeeded()
+    assert rate.rate == 100.0  # nothing measured: no ceiling of twice the measured rate
+
+
+def test_a_daemon_measured_below_one_request_a_second_is_cut_by_its_measured_rate() -> None:
+    rate, clock, _ = bucket(10.0)
+    rate.acquire()
+    clock.advance(2.0)
+    rate.acquire()  # one request in two seconds: 0.5/s, smoothed to 0.4/s
+
+    rate.throttled()
+    assert rate.rate == MIN_RATE  # 70 % of 0.4/s, raised to the floor
+
+    clock.advance(600)
+    rate.succeeded()
+    assert rate.rate == pytest.approx(0.8)  # twice the measured rate, far below the maximum
+
+
+def test_a_throttle_half_a_second_after_the_last_is_a_new_overload() -> None:
+    rate, clock, _ = bucket(100.0)
+    rate.throttled()
+    clock.advance(SAME_THROTTLE_SECONDS)
+    rate.throttled()
+    assert rate.throttles == 2
+    assert rate.rate == pytest.approx(100.0 * CUT * CUT)
+
+
 def test_a_throttle_cuts_to_seventy_percent_of_the_rate_in_use() -> None:
     rate, clock, _ = bucket(100.0)
     run_at(rate, clock, 60, 3)  # measured ~60/s, below the maximum
@@ -122,8 +201,12 @@ def test_after_a_throttle_the_rate_grows_back_along_the_cubic_curve() -> None:
     rate.succeeded()
     halfway = rate.rate
     expected = SCALE * (-k / 2) ** 3 + w_max
-    assert halfway == pytest.approx(expected, rel=0.01)
+    assert halfway == pytest.approx(expected)
     assert w_max * CUT < halfway < w_max
+
+    clock.advance(k)  # as far past the old rate as halfway was short of it
+    rate.succeeded()
+    assert rate.rate == pytest.approx(w_max + SCALE * (k / 2) ** 3)
 
 
 def test_growth_stops_at_twice_the_measured_rate_and_at_the_maximum() -> None:
@@ -227,3 +310,9 @@ def test_a_new_ceiling_applies_at_once_and_caps_the_growth() -> None:
     assert rate.rate == 30.0
     with pytest.raises(ValueError, match="positive"):
         rate.set_max_rate(0)
+
+
+def test_a_ceiling_below_one_request_a_second_is_accepted() -> None:
+    rate, _, _ = bucket(100.0)
+    rate.set_max_rate(MIN_RATE)
+    assert rate.rate == MIN_RATE
