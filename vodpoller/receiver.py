@@ -156,7 +156,9 @@ class Receiver:
         try:
             delivery = read_pushed(body)
         except UnreadableError as error:
-            prefix = one_line(body[:MAX_LOGGED_BODY].decode("utf-8", "replace"), MAX_LOGGED_BODY)
+            prefix = one_line(
+                body[: MAX_LOGGED_BODY + 1].decode("utf-8", "replace"), MAX_LOGGED_BODY
+            )
             reply = Reply(400, "refused_body", {"error": str(error)})
             raise Refused(reply, str(error), prefix) from None
         events, rejects = entry_of(delivery, sub_app_id)
