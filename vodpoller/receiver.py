@@ -10,6 +10,7 @@ import hmac
 import json
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -211,6 +212,15 @@ class Receiver:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a stalled client does not hold up the daemon's exit
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client gone before its answer: one log line, not socketserver's traceback.
+        error = sys.exc_info()[1]
+        log.warning(
+            "callback connection failed",
+            client=client_address[0] if client_address else None,
+            error=type(error).__name__,
+        )
 
 
 class _Server6(_Server):

@@ -271,6 +271,44 @@ def test_a_push_and_a_pull_racing_on_two_daemons_make_one_row_each(
     assert all(r["confirmed_at"] is not None for r in rows)
 
 
+def test_two_pushes_racing_onto_a_pulled_row_are_one_absorbed_and_one_new_event(
+    running: Running, database_url: str
+) -> None:
+    # Two identical pushes are two events (Working, Stopped, Working): whichever commits
+    # second finds the row taken by the first push and makes a row of its own.
+    entries = [upload(str(n)) for n in range(20)]
+    running.store.save_answers(
+        [Answer([parse_entry({**e, "EventHandle": "h"}, None) for e in entries], datetime.now(UTC))]
+    )
+    for entry in entries:
+        gate = threading.Barrier(2)
+        statuses: list[int] = []
+
+        def push(
+            body: bytes = json.dumps(entry).encode(),
+            gate: threading.Barrier = gate,
+            statuses: list[int] = statuses,
+        ) -> None:
+            gate.wait()
+            statuses.append(post(running.receiver, body))
+
+        threads = [threading.Thread(target=push) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert statuses == [200, 200]
+
+    rows = running.rows()
+    by_content: dict[str, list[tuple[int, int]]] = {}
+    for row in rows:
+        by_content.setdefault(row["content_key"], []).append(
+            (row["deliveries"], row["pushed_deliveries"])
+        )
+    assert len(by_content) == len(entries)
+    assert all(sorted(pair) == [(1, 1), (2, 1)] for pair in by_content.values())
+
+
 # -- failures --------------------------------------------------------------------------------
 
 
