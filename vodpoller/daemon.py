@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Final
 
-from vodpoller import app, metrics, retention, signals
+from vodpoller import app, metrics, receiver, retention, signals
 from vodpoller.config import Settings
 from vodpoller.daemons import Progress
 from vodpoller.errors import ConfigError, describe
@@ -62,6 +62,9 @@ class Tallied(metrics.Metrics):
 
     def backlog(self, app: int | None, events: int) -> None:
         self.inner.backlog(app, events)
+
+    def callback(self, outcome: str) -> None:
+        self.inner.callback(outcome)
 
     def health(self) -> metrics.Health:
         return self.inner.health()
@@ -164,7 +167,12 @@ class _Daemon:
                 watchdog.progress.progressed(app)
 
         with (
-            metrics.serving(settings.metrics, applications, backlog=source.backlog) as served,
+            metrics.serving(
+                settings.metrics,
+                applications,
+                backlog=source.backlog,
+                receiving=settings.receiver.address is not None,
+            ) as served,
             app.components(
                 settings,
                 run_migrations=run_migrations,
@@ -178,6 +186,8 @@ class _Daemon:
                 # Storing in a child process lets a backlog use two cores, not one.
                 store_process=settings.poll.store_in_child and (os.cpu_count() or 1) > 1,
             ) as built,
+            # After the store is ready; closed before it is.
+            receiver.serving(settings.receiver, built.store, built.poller.metrics),
         ):
             days = settings.retention.days
             service = Service(

@@ -316,3 +316,40 @@ def delivery_of(entry: Any) -> Delivery:
     except (RecursionError, ValueError, TypeError) as error:
         text = f"<an entry json cannot write: {type(error).__name__}>"
     return _delivery(text, entry, depth_checked=False)
+
+
+def read_pushed(body: bytes) -> Delivery:
+    """A normal-callback body: one entry, as a JSON object (an `EventHandle` in it is no
+    problem: a push has nothing to confirm). An object that cannot be an event (nested too
+    deep) comes back with its `problem`, to be kept raw; `UnreadableError` for a body that is
+    not a UTF-8 JSON object, which nobody can keep."""
+    if body.startswith(codecs.BOM_UTF8):
+        body = body[len(codecs.BOM_UTF8) :]
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UnreadableError(f"the body is not UTF-8 (byte {error.start})") from None
+    if not text.strip():
+        raise UnreadableError("an empty body")
+    cursor = _Cursor(text)
+    if cursor.peek() != "{":
+        try:
+            what = kind(rawjson.loads(text, max_depth=MAX_DEPTH))
+        except rawjson.TooDeepError:
+            what = "a list"  # only a list or an object nests
+        except ValueError:
+            raise UnreadableError("the body is not JSON") from None
+        raise UnreadableError(f"the body is {what}, not a JSON object")
+    start = cursor.pos
+    try:
+        value = cursor.value()
+        end = cursor.pos
+        cursor.finish()
+    except UnreadableError as error:
+        raise UnreadableError(str(error).replace("the answer", "the body")) from None
+    entry = text[start:end]
+    if isinstance(value, _Malformed):
+        if value.reason.startswith("nested"):
+            return Delivery(text, None, None, value.reason)
+        raise UnreadableError(f"the body is {value.reason}")
+    return Delivery(entry, value, None, None)

@@ -29,6 +29,20 @@ the database recorded it; a later event identical to that one is then taken for 
 redelivery. The window is one confirm round trip; the alternative (a new row whenever the
 holder died) would turn every crash between commit and confirm, a far wider window, into a
 duplicate row.
+
+A pushed delivery (normal callback: VOD POSTs the event to the receiver) has no handle, so
+nothing is confirmed and nothing is held; it is an event of its own channel. VOD sends each
+event by push once (again only while it gets no HTTP 200) and by pull once (again only while
+the confirm does not take effect), so a push is the same event as a stored row of the same
+content that no push reached yet (`pushed_deliveries = 0`): confirmed or not, whoever holds
+it, the lowest occurrence first. Otherwise it is a new event. A pull then finds a pushed-only
+row through the first rule (not confirmed, nobody holds it): pushed then pulled is one row,
+and so is pulled then pushed.
+
+The case that cannot be told apart here: VOD repeats a push whose 200 we sent but it never
+received. The repeat finds no row without a push and becomes a second row: a flagged
+duplicate (both rows say `pushed_deliveries = 1`), never a lost event. Two identical pushes
+are otherwise two events (a cast that goes Working, Stopped, Working).
 """
 
 from __future__ import annotations
@@ -60,15 +74,19 @@ class StoredRow:
     confirmed: bool
     held_by: str | None
     delivered_at: datetime  # when its latest delivery arrived
+    pushed_deliveries: int = 0  # of its deliveries, those that came by push
 
 
 @dataclass(frozen=True)
 class Absorb:
     """The delivery is a redelivery of `row_id`. `seen_holder` is the holder the decision
-    saw (None, or a dead daemon): the write must find it unchanged, or decide again."""
+    saw (None, or a dead daemon): the write must find it unchanged, or decide again.
+    `pushed`: the pushed copy of the row's event; the write must find the row still without
+    a push (its holder does not matter), or decide again."""
 
     row_id: int
     seen_holder: str | None
+    pushed: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,13 +116,16 @@ def plan(
     holder: str | None,
     dead: Collection[str] = (),
     highest: Mapping[str, int] | None = None,
+    pushed: Sequence[bool] = (),
 ) -> list[list[Decision]]:
     """One decision per delivery, answer by answer, in order. `rows`: the stored rows of the
-    same contents that may take a redelivery (confirmed ones never do, so they need not be
-    read); `highest`: the highest occurrence stored of each content, confirmed rows included
+    same contents that may take a redelivery (confirmed ones never take a pulled one, so they
+    need not be read for pulled answers; for pushed ones, every row of the content without a
+    push); `highest`: the highest occurrence stored of each content, confirmed rows included
     (from `rows` when not given); `dead`: the holders known to have died; `holder`: the
-    daemon storing them (None: nobody will confirm them). Within the plan no row takes two
-    deliveries, whichever answers they are in: each is in our hands until we confirm it."""
+    daemon storing them (None: nobody will confirm them); `pushed`: per answer, whether it
+    came by push (missing: pulled). Within the plan no row takes two deliveries, whichever
+    answers they are in: each is in our hands until we confirm it."""
     by_content: dict[str, list[StoredRow]] = {}
     top: dict[str, int] = dict(highest or {})
     for stored in rows:
@@ -114,16 +135,22 @@ def plan(
         same.sort(key=lambda row: row.occurrence)
     taken: set[int] = set()  # rows that took a delivery of this plan: now in our hands
     decisions: list[list[Decision]] = []
-    for answer in answers:
+    for index, answer in enumerate(answers):
+        by_push = index < len(pushed) and pushed[index]
         decided: list[Decision] = []
         for event in answer:
             same = by_content.get(event.content_key, [])
             redelivered = next(
-                (r for r in same if r.row_id not in taken and _redeliverable(r, holder, dead)),
+                (
+                    r
+                    for r in same
+                    if r.row_id not in taken
+                    and (r.pushed_deliveries == 0 if by_push else _redeliverable(r, holder, dead))
+                ),
                 None,
             )
             if redelivered is not None:
-                decided.append(Absorb(redelivered.row_id, redelivered.held_by))
+                decided.append(Absorb(redelivered.row_id, redelivered.held_by, pushed=by_push))
                 taken.add(redelivered.row_id)
                 continue
             occurrence = top.get(event.content_key, -1) + 1

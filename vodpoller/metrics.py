@@ -26,6 +26,17 @@ log = get_logger(__name__)
 Application = int | None
 # From a 5 ms pull or batch to a 10 s request timeout; an empty long poll lands near 5 s.
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0)
+# How a normal-callback POST to the receiver ended (receiver.py).
+CALLBACK_OUTCOMES: Final = (
+    "stored",
+    "duplicate",
+    "rejected",
+    "refused_token",
+    "refused_method",
+    "refused_size",
+    "refused_body",
+    "failed",
+)
 
 
 def app_label(app: Application) -> str:
@@ -70,6 +81,9 @@ class Metrics:
     def backlog(self, app: Application, events: int) -> None:
         """About how many events wait (`DescribeEventsState`)."""
 
+    def callback(self, outcome: str) -> None:
+        """A normal-callback POST answered; `outcome` is one of `CALLBACK_OUTCOMES`."""
+
     def health(self) -> Health:
         return Health(True, {"status": "ok"})
 
@@ -84,6 +98,7 @@ class PrometheusMetrics(Metrics):
         *,
         health_window_seconds: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
+        receiving: bool = False,
     ):
         self.applications = tuple(applications)
         self.health_window_seconds = health_window_seconds
@@ -147,6 +162,15 @@ class PrometheusMetrics(Metrics):
             app,
             registry=r,
         )
+        self._callbacks = Counter(
+            "vodpoller_callbacks_received",
+            "Normal-callback POSTs to the receiver, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        if receiving:
+            for outcome in CALLBACK_OUTCOMES:
+                self._callbacks.labels(outcome)
         # Every series of each application exists from the start, at 0: rate() and alerts
         # see the first increment instead of a series that appears out of nowhere.
         for label in map(app_label, self.applications):
@@ -192,6 +216,9 @@ class PrometheusMetrics(Metrics):
 
     def backlog(self, app: Application, events: int) -> None:
         self._backlog.labels(app_label(app)).set(events)
+
+    def callback(self, outcome: str) -> None:
+        self._callbacks.labels(outcome).inc()
 
     def health(self) -> Health:
         """Healthy while every application had a successful poll within the window."""
@@ -355,16 +382,20 @@ def serving(
     settings: MetricsSettings,
     applications: Iterable[Application],
     backlog: Callable[[Application], int] | None = None,
+    *,
+    receiving: bool = False,
 ) -> Iterator[Metrics]:
     """The daemon's metrics for the length of the block: when `[metrics] listen` is set, a
-    `PrometheusMetrics` served over HTTP, with the backlog gauge if `backlog` is given;
-    otherwise the no-op `Metrics`."""
+    `PrometheusMetrics` served over HTTP, with the backlog gauge if `backlog` is given and
+    the callback series from the start when `receiving`; otherwise the no-op `Metrics`."""
     address = settings.address
     if address is None:
         yield Metrics()
         return
     apps = tuple(applications)
-    metrics = PrometheusMetrics(apps, health_window_seconds=settings.health_window_seconds)
+    metrics = PrometheusMetrics(
+        apps, health_window_seconds=settings.health_window_seconds, receiving=receiving
+    )
     server = MetricsServer(metrics, *address).start()
     poller = (
         BacklogPoller(backlog, apps, metrics, settings.backlog_interval_seconds).start()

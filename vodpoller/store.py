@@ -55,7 +55,7 @@ _c = vod_events.c
 # Built once: SQLAlchemy caches their compiled form, so a batch does not compile SQL anew.
 # The rows that may take a redelivery (not confirmed), and every row a 0.1 daemon may have
 # written for these entries (found by its 0.1 key; one at most per key).
-_OPEN_OF_CONTENT = select(
+_CANDIDATE_COLUMNS = (
     _c.id,
     _c.content_key,
     _c.dedup_key,
@@ -63,7 +63,9 @@ _OPEN_OF_CONTENT = select(
     _c.confirmed_at,
     _c.held_by,
     func.coalesce(_c.delivered_at, _c.received_at).label("delivered_at"),
-).where(
+    _c.pushed_deliveries,
+)
+_OPEN_OF_CONTENT = select(*_CANDIDATE_COLUMNS).where(
     or_(
         and_(
             _c.content_key.in_(bindparam("content_keys", expanding=True)),
@@ -71,6 +73,15 @@ _OPEN_OF_CONTENT = select(
         ),
         _c.dedup_key.in_(bindparam("legacy_keys", expanding=True)),
     )
+)
+# Read only for pushed deliveries: the rows no push reached yet, confirmed ones included (a
+# pushed copy of a pulled and confirmed event is still that event).
+_UNPUSHED_OF_CONTENT = select(*_CANDIDATE_COLUMNS).where(
+    or_(
+        _c.content_key.in_(bindparam("content_keys", expanding=True)),
+        _c.dedup_key.in_(bindparam("legacy_keys", expanding=True)),
+    ),
+    _c.pushed_deliveries == 0,
 )
 # The highest occurrence of each content: confirmed rows count for the numbering, and a
 # content that occurred thousands of times is one index lookup, not thousands of rows.
@@ -106,6 +117,18 @@ _ABSORB_FROM_DEAD = (
         delivered_at=bindparam("at"),
     )
 )
+# A pushed copy: only while no other push reached the row; its holder and confirm stay as
+# they are (a push has nothing to confirm).
+_ABSORB_PUSHED = (
+    update(vod_events)
+    .where(_c.id == bindparam("row_id"), _c.pushed_deliveries == 0)
+    .values(
+        deliveries=_c.deliveries + 1,
+        pushed_deliveries=_c.pushed_deliveries + 1,
+        content_key=func.coalesce(_c.content_key, bindparam("key")),
+        delivered_at=bindparam("at"),
+    )
+)
 _CONFIRM = (
     update(vod_events)
     .where(_c.id.in_(bindparam("row_ids", expanding=True)))
@@ -129,12 +152,14 @@ class Reject:
 class Answer:
     """The entries of one `PullEvents` answer (distinct events, by VOD's rule) and when it
     arrived; all of them get this `received_at`. `rejects`: the entries that cannot be
-    events (unparseable), kept in `vod_rejects` in the same transaction."""
+    events (unparseable), kept in `vod_rejects` in the same transaction. `pushed`: they came
+    by normal callback (the receiver), not by a pull: no handle, nothing to hold or confirm."""
 
     events: Sequence[Event]
     received_at: datetime
     sub_app_id: int | None = None
     rejects: Sequence[Reject] = ()
+    pushed: bool = False
 
 
 @dataclass(frozen=True)
@@ -234,12 +259,12 @@ class EventStore:
             return [SaveResult(0, 0) for _ in answers]
         count = sum(len(answer.events) for answer in answers)
 
-        def work(connection: Connection) -> list[SaveResult]:
-            results = _save(connection, answers, holder)
+        def work(connection: Connection, careful: bool) -> list[SaveResult]:
+            results = _save(connection, answers, holder, careful=careful)
             self._notify(connection, answers, results)
             return results
 
-        return transaction(self._writer, f"storing a batch of {count} events", work)
+        return self._carefully(f"storing a batch of {count} events", work)
 
     def settle(
         self,
@@ -284,6 +309,11 @@ class EventStore:
             self._notify(connection, answers, results)
             return results, settled
 
+        return self._carefully(what, work)
+
+    def _carefully(self, what: str, work: Callable[[Connection, bool], _T]) -> _T:
+        """`work(connection, careful=False)` in a transaction; again with `careful=True` when
+        the database refused a value."""
         try:
             return transaction(self._writer, what, lambda connection: work(connection, False))
         except StorageError as error:
@@ -342,7 +372,8 @@ def _save(
     connection: Connection, answers: Sequence[Answer], holder: str | None, *, careful: bool = False
 ) -> list[SaveResult]:
     events = [event for answer in answers for event in answer.events]
-    candidates, highest = _same_content(connection, events)
+    pushed = [event for answer in answers if answer.pushed for event in answer.events]
+    candidates, highest = _same_content(connection, events, pushed)
     others = {row.held_by for row in candidates if row.held_by not in (None, holder)}
     dead = dead_among(connection, {h for h in others if h is not None}) if others else set()
     decisions = identity.plan(
@@ -351,16 +382,17 @@ def _save(
         holder=holder,
         dead=dead,
         highest=highest,
+        pushed=[answer.pushed for answer in answers],
     )
     absorbs: list[tuple[Absorb, Event, datetime]] = []
-    new_rows: list[tuple[NewRow, Event, datetime]] = []
+    new_rows: list[tuple[NewRow, Event, datetime, bool]] = []
     for answer, decided in zip(answers, decisions, strict=True):
         for event, decision in zip(answer.events, decided, strict=True):
             if isinstance(decision, Absorb):
                 absorbs.append((decision, event, answer.received_at))
             else:
-                new_rows.append((decision, event, answer.received_at))
-    _hold_still(connection, candidates, {e.content_key for _, e, _ in new_rows}, holder, dead)
+                new_rows.append((decision, event, answer.received_at, answer.pushed))
+    _hold_still(connection, candidates, {e.content_key for _, e, _, _ in new_rows}, holder, dead)
     _absorb(connection, absorbs, holder)
     if careful:
         ids, refused = _insert_one_by_one(connection, new_rows, holder)
@@ -433,39 +465,45 @@ def _hold_still(
 
 
 def _same_content(
-    connection: Connection, events: Sequence[Event]
+    connection: Connection, events: Sequence[Event], pushed: Sequence[Event] = ()
 ) -> tuple[list[StoredRow], dict[str, int]]:
-    """The stored rows that say what these events say and may take a redelivery, and the
-    highest occurrence of each content. A row a 0.1 daemon wrote has no content_key and is
-    found by its dedup_key, the 0.1 key of the same bytes."""
+    """The stored rows that say what these events say and may take a redelivery (for the
+    `pushed` ones among them, also the confirmed rows no push reached yet), and the highest
+    occurrence of each content. A row a 0.1 daemon wrote has no content_key and is found by
+    its dedup_key, the 0.1 key of the same bytes."""
     content_of_legacy = {event.legacy_key: event.content_key for event in events}
-    content_keys = sorted({event.content_key for event in events})
-    legacy_keys = sorted(content_of_legacy)
     found: dict[int, StoredRow] = {}
     highest: dict[str, int] = {}
-    for start in range(0, max(len(content_keys), len(legacy_keys)), KEYS_PER_STATEMENT):
-        keys = content_keys[start : start + KEYS_PER_STATEMENT]
-        rows = connection.execute(
-            _OPEN_OF_CONTENT,
-            {"content_keys": keys, "legacy_keys": legacy_keys[start : start + KEYS_PER_STATEMENT]},
-        )
-        for row in rows:
-            key = row.content_key or content_of_legacy.get(row.dedup_key)
-            if key is None:
-                continue  # another event's 0.1 key matched by a page boundary: not ours
-            found[row.id] = StoredRow(
-                row_id=row.id,
-                content_key=key,
-                occurrence=row.occurrence,
-                confirmed=row.confirmed_at is not None,
-                held_by=row.held_by,
-                delivered_at=row.delivered_at,
+    for statement, which in ((_OPEN_OF_CONTENT, events), (_UNPUSHED_OF_CONTENT, pushed)):
+        content_keys = sorted({event.content_key for event in which})
+        legacy_keys = sorted({event.legacy_key for event in which})
+        for start in range(0, max(len(content_keys), len(legacy_keys)), KEYS_PER_STATEMENT):
+            keys = content_keys[start : start + KEYS_PER_STATEMENT]
+            rows = connection.execute(
+                statement,
+                {
+                    "content_keys": keys,
+                    "legacy_keys": legacy_keys[start : start + KEYS_PER_STATEMENT],
+                },
             )
-        if keys:
-            highest.update(
-                (key, top)
-                for key, top in connection.execute(_HIGHEST_OF_CONTENT, {"content_keys": keys})
-            )
+            for row in rows:
+                key = row.content_key or content_of_legacy.get(row.dedup_key)
+                if key is None:
+                    continue  # another event's 0.1 key matched by a page boundary: not ours
+                found[row.id] = StoredRow(
+                    row_id=row.id,
+                    content_key=key,
+                    occurrence=row.occurrence,
+                    confirmed=row.confirmed_at is not None,
+                    held_by=row.held_by,
+                    delivered_at=row.delivered_at,
+                    pushed_deliveries=row.pushed_deliveries,
+                )
+            if keys and statement is _OPEN_OF_CONTENT:
+                highest.update(
+                    (key, top)
+                    for key, top in connection.execute(_HIGHEST_OF_CONTENT, {"content_keys": keys})
+                )
     return list(found.values()), highest
 
 
@@ -476,6 +514,10 @@ def _absorb(
 ) -> None:
     # In id order, as every writer does: two daemons lock rows in the same order.
     ordered = sorted(absorbs, key=lambda item: item[0].row_id)
+    pushed = [
+        {"row_id": a.row_id, "key": e.content_key, "at": at} for a, e, at in ordered if a.pushed
+    ]
+    ordered = [item for item in ordered if not item[0].pushed]
     unheld = [
         {"row_id": a.row_id, "holder": holder, "key": e.content_key, "at": at}
         for a, e, at in ordered
@@ -492,14 +534,18 @@ def _absorb(
         for a, e, at in ordered
         if a.seen_holder is not None
     ]
-    for statement, parameters in ((_ABSORB_UNHELD, unheld), (_ABSORB_FROM_DEAD, from_dead)):
+    for statement, parameters in (
+        (_ABSORB_UNHELD, unheld),
+        (_ABSORB_FROM_DEAD, from_dead),
+        (_ABSORB_PUSHED, pushed),
+    ):
         if parameters and connection.execute(statement, parameters).rowcount != len(parameters):
             raise RaceLost("a row changed between reading and absorbing a redelivery")
 
 
 def _insert(
     connection: Connection,
-    new_rows: Sequence[tuple[NewRow, Event, datetime]],
+    new_rows: Sequence[tuple[NewRow, Event, datetime, bool]],
     holder: str | None,
 ) -> dict[str, int]:
     """Insert the new rows; returns dedup_key -> id. A key another writer took meanwhile
@@ -509,7 +555,8 @@ def _insert(
     # In the order they arrived: ids tell the order of events ("the newest status of a cast"
     # is the row with the highest id), so no sorting for the sake of locks here.
     values = [
-        _row(decision, event, received_at, holder) for decision, event, received_at in new_rows
+        _row(decision, event, received_at, holder, by_push)
+        for decision, event, received_at, by_push in new_rows
     ]
     if connection.dialect.insert_executemany_returning:
         returned = connection.execute(_INSERT.returning(_c.id, _c.dedup_key), values)
@@ -525,15 +572,15 @@ def _insert(
 
 def _insert_one_by_one(
     connection: Connection,
-    new_rows: Sequence[tuple[NewRow, Event, datetime]],
+    new_rows: Sequence[tuple[NewRow, Event, datetime, bool]],
     holder: str | None,
 ) -> tuple[dict[str, int], dict[str, str]]:
     """Each new row in a savepoint of its own: those the database refuses are left out, with
     the reason (dedup_key -> reason). Only after a batch was refused as a whole."""
     ids: dict[str, int] = {}
     refused: dict[str, str] = {}
-    for decision, event, received_at in new_rows:
-        row = _row(decision, event, received_at, holder)
+    for decision, event, received_at, by_push in new_rows:
+        row = _row(decision, event, received_at, holder, by_push)
         try:
             with connection.begin_nested():
                 # Read inside the savepoint: SQLite cannot release one with a result open.
@@ -574,22 +621,24 @@ def _reason(error: BaseException) -> str:
 
 
 def _row(
-    decision: NewRow, event: Event, received_at: datetime, holder: str | None
+    decision: NewRow, event: Event, received_at: datetime, holder: str | None, pushed: bool
 ) -> dict[str, Any]:
     return {
         "dedup_key": decision.dedup_key,
         "content_key": event.content_key,
         "occurrence": decision.occurrence,
-        "held_by": holder,
+        # A pushed delivery has no handle to confirm (one it carries anyway means nothing).
+        "held_by": None if pushed else holder,
         "sub_app_id": event.sub_app_id,
         "event_type": event.event_type,
-        "event_handle": event.event_handle,
+        "event_handle": "" if pushed else event.event_handle,
         **{column: getattr(event, column) for column in PAYLOAD_COLUMNS},
         "payload": event.payload if event.payload_text is None else RawJSON(event.payload_text),
         "received_at": received_at,
         "delivered_at": received_at,
         "confirmed_at": None,
         "deliveries": 1,
+        "pushed_deliveries": 1 if pushed else 0,
     }
 
 
@@ -624,6 +673,7 @@ def _release(connection: Connection, release: Release, holder: str | None) -> in
             _c.confirmed_at,
             _c.held_by,
             _c.deliveries,
+            _c.pushed_deliveries,
             _c.received_at,
             _c.event_handle,
         )
@@ -657,7 +707,10 @@ def _release(connection: Connection, release: Release, holder: str | None) -> in
     if target is None:
         return 0
     received = connection.execute(select(_c.received_at).where(_c.id == target)).scalar_one()
-    values: dict[str, Any] = {"deliveries": _c.deliveries + row.deliveries}
+    values: dict[str, Any] = {
+        "deliveries": _c.deliveries + row.deliveries,
+        "pushed_deliveries": _c.pushed_deliveries + row.pushed_deliveries,
+    }
     if row.received_at < received:
         # The merged row is the event first received with the released row's delivery.
         values.update(received_at=row.received_at, event_handle=row.event_handle)

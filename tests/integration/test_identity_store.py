@@ -355,3 +355,21 @@ def test_a_heartbeat_reaps_dead_daemons_and_lets_go_of_their_rows(
     (row,) = migrated_store.rows()
     assert row["held_by"] is None
     assert [record.id for record in registry.records()] == [registry.daemon_id]
+
+
+def test_a_row_with_a_push_folds_into_the_twin_with_its_pushed_delivery_counted(
+    migrated_store: EventStore, event_factory: EventFactory
+) -> None:
+    first, second = live_daemon(migrated_store), live_daemon(migrated_store)
+    event = event_factory()
+    (held,) = migrated_store.save([event], at(0), holder=first).ids
+    pushed = parse_entry({k: v for k, v in event.payload.items() if k != "EventHandle"}, None)
+    (absorbed,) = migrated_store.save_answers([Answer([pushed], at(1), pushed=True)])
+    assert (absorbed.duplicates, absorbed.row_ids) == (1, (held,))  # held, yet the same event
+    # The lease ran out: VOD delivered it again to the other daemon, then refused the confirm.
+    (twin,) = migrated_store.save([redelivered(event, "h-2")], at(31), holder=second).ids
+    settled = migrated_store.settle(released=[Release(held, at(0))], holder=first)
+
+    assert settled.folded == 1
+    (row,) = migrated_store.rows()
+    assert (row["id"], row["deliveries"], row["pushed_deliveries"]) == (twin, 3, 1)

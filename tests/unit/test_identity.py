@@ -33,8 +33,9 @@ def row(
     confirmed: bool = False,
     held_by: str | None = None,
     at: datetime = T0,
+    pushed: int = 0,
 ) -> StoredRow:
-    return StoredRow(row_id, content, occurrence, confirmed, held_by, at)
+    return StoredRow(row_id, content, occurrence, confirmed, held_by, at, pushed)
 
 
 def sha(text: str) -> str:
@@ -211,3 +212,65 @@ def test_a_twin_delivered_before_the_pull_went_out_is_another_event() -> None:
 def test_a_twin_of_the_same_slow_answer_is_another_event() -> None:
     twins = [row(2, occurrence=1, at=later(40))]
     assert fold_target(row(1), T0, later(40), twins) is None
+
+
+# -- plan: pushed deliveries (normal callback) -------------------------------------------
+
+
+def test_a_push_of_a_content_never_seen_is_a_new_row() -> None:
+    assert plan([[delivery()]], [], holder=None, pushed=[True]) == [[NewRow(0, "legacy-of-c")]]
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        row(1),
+        row(1, confirmed=True),
+        row(1, held_by=OTHER),
+        row(1, confirmed=True, held_by=OTHER),
+    ],
+    ids=["open", "confirmed", "held", "confirmed-and-held"],
+)
+def test_a_push_is_the_event_of_a_row_no_push_reached_whatever_its_confirm_or_holder(
+    stored: StoredRow,
+) -> None:
+    assert plan([[delivery()]], [stored], holder=None, pushed=[True]) == [
+        [Absorb(1, stored.held_by, pushed=True)]
+    ]
+
+
+def test_a_push_takes_the_lowest_occurrence_that_no_push_reached() -> None:
+    rows = [
+        row(7, occurrence=2),
+        row(5, occurrence=0, pushed=1),
+        row(6, occurrence=1, confirmed=True),
+    ]
+    assert plan([[delivery()]], rows, holder=None, pushed=[True]) == [
+        [Absorb(6, None, pushed=True)]
+    ]
+
+
+def test_a_push_after_a_push_of_the_same_content_is_a_new_event() -> None:
+    # Working, Stopped, Working pushed: the second Working finds only a pushed row.
+    assert plan([[delivery()]], [row(1, pushed=1)], holder=None, pushed=[True]) == [
+        [NewRow(1, sha("c#1"))]
+    ]
+
+
+def test_pushes_in_one_plan_never_take_one_row_twice() -> None:
+    assert plan([[delivery()], [delivery()]], [row(1)], holder=None, pushed=[True, True]) == [
+        [Absorb(1, None, pushed=True)],
+        [NewRow(1, sha("c#1"))],
+    ]
+
+
+def test_a_pull_takes_a_row_that_came_only_by_push() -> None:
+    assert plan([[delivery()]], [row(1, pushed=1)], holder=ME) == [[Absorb(1, None)]]
+
+
+def test_a_pull_never_takes_a_confirmed_row_even_when_read_for_a_push() -> None:
+    rows = [row(1, confirmed=True)]
+    assert plan([[delivery()], [delivery()]], rows, holder=ME, pushed=[False, True]) == [
+        [NewRow(1, sha("c#1"))],
+        [Absorb(1, None, pushed=True)],
+    ]
