@@ -318,6 +318,13 @@ def delivery_of(entry: Any) -> Delivery:
     return _delivery(text, entry, depth_checked=False)
 
 
+# With a callback SignKey, VOD may add these to a pushed event (where exactly is not
+# documented; PROTOCOL.md has nothing on it). They are no part of the event, a pulled copy
+# lacks them, and no event type has a top-level key of these names: a pushed body drops them,
+# so its content key is the pulled copy's whichever way VOD sends them (body, query, header).
+PUSH_SIGNATURE_KEYS: Final = frozenset({"Sign", "T"})
+
+
 def read_pushed(body: bytes) -> Delivery:
     """A normal-callback body: one entry, as a JSON object (an `EventHandle` in it is no
     problem: a push has nothing to confirm). An object that cannot be an event (nested too
@@ -352,4 +359,7 @@ def read_pushed(body: bytes) -> Delivery:
         if value.reason.startswith("nested"):
             return Delivery(text, None, None, value.reason)
         raise UnreadableError(f"the body is {value.reason}")
+    if PUSH_SIGNATURE_KEYS & value.keys():
+        value = {key: item for key, item in value.items() if key not in PUSH_SIGNATURE_KEYS}
+        entry = rawjson.dumps(value)
     return Delivery(entry, value, None, None)

@@ -15,7 +15,9 @@ from vodpoller.envelope import (
     delivery_of,
     kind,
     read_answer,
+    read_pushed,
 )
+from vodpoller.events import content_key
 from vodpoller.rawjson import RawNumber
 from vodpoller.source import Batch
 
@@ -211,3 +213,22 @@ def test_a_batch_counts_every_entry_and_sorts_good_from_bad() -> None:
     assert batch.entries == ({"EventHandle": "a"},)
     assert [d.handle for d in batch.rejects] == [None, "b"]
     assert bool(Batch(None)) is False
+
+
+def test_a_pushed_body_drops_the_callback_signature_and_keeps_its_numbers_as_written() -> None:
+    unsigned = b'{"EventType":"NewFileUpload","FileUploadEvent":{"FileId":"5285","Size":1e400}}'
+    signed = unsigned[:-1] + b',"Sign":"ab12","T":"6f1e"}'
+
+    delivery = read_pushed(signed)
+
+    assert delivery.entry is not None
+    assert set(delivery.entry) == {"EventType", "FileUploadEvent"}
+    assert "1e400" in delivery.text
+    assert "Sign" not in delivery.text
+    assert content_key(delivery.entry, None) == content_key(read_pushed(unsigned).entry or {}, None)
+
+
+def test_a_pushed_body_without_signature_is_kept_byte_for_byte() -> None:
+    body = '{"EventType": "FileDeleted", "FileDeleteEvent": {"FileIdSet": ["1"]}}'
+
+    assert read_pushed(body.encode()).text == body
