@@ -30,6 +30,7 @@ log = get_logger(__name__)
 
 IDLE_SECONDS: Final = 1.0  # with nothing to send, look for new rows this often
 TICK_SECONDS: Final = 0.25  # while requests are in flight, notice a stop this soon
+RECORD_SECONDS: Final = 0.2  # outcomes are written at least this often while sending
 CLAIM_MARGIN_SECONDS: Final = 30.0
 STREAK_REPORT_SECONDS: Final = 300.0  # a failure streak is logged again this often
 MAX_DOUBLINGS: Final = 40  # 2**40 times any retry_seconds is beyond any max_retry_seconds
@@ -137,12 +138,14 @@ class Forwarder:
         queued: deque[Claimed] = deque()
         in_flight: dict[Future[Answer], Claimed] = {}
         unrecorded: list[tuple[Claimed, Answer]] = []
+        recorded_at = self._clock()
         with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="forward") as pool:
             try:
                 while not self.stopping.is_set():
-                    if len(queued) < self.max_in_flight:
-                        room = 2 * self.max_in_flight - len(in_flight) - len(queued)
-                        queued.extend(self._claim(room))
+                    # Claims in batches, when the claimed ones are all on their way: one
+                    # claim per `max_in_flight` sends, not one per send.
+                    if not queued:
+                        queued.extend(self._claim(2 * self.max_in_flight - len(in_flight)))
                     while queued and len(in_flight) < self.max_in_flight:
                         item = queued.popleft()
                         in_flight[pool.submit(self._send, item)] = item
@@ -153,7 +156,15 @@ class Forwarder:
                     else:
                         self._wake.wait(self.idle_seconds)
                         self._wake.clear()
-                    unrecorded = self._record(unrecorded)
+                    # Outcomes in batches too: a transaction per send would cost more than
+                    # the send on SQLite. A claim outlasts the short delay by far.
+                    if unrecorded and (
+                        len(unrecorded) >= self.max_in_flight
+                        or not in_flight
+                        or self._clock() - recorded_at >= RECORD_SECONDS
+                    ):
+                        unrecorded = self._record(unrecorded)
+                        recorded_at = self._clock()
             finally:
                 self._release(list(queued))
                 for future in list(in_flight):
