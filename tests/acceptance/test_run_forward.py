@@ -70,7 +70,8 @@ def test_every_event_of_a_drain_reaches_a_flaky_handler_across_restarts(
 
     def forwarded() -> int:
         with engine.connect() as connection:
-            return int(connection.scalar(select(func.count()).where(c.forwarded_at.isnot(None))))
+            counted = select(func.count()).where(c.forwarded_at.isnot(None))
+            return int(connection.execute(counted).scalar_one())
 
     began = time.monotonic()
     try:
