@@ -4,6 +4,7 @@ it logs and counts."""
 
 from __future__ import annotations
 
+import base64
 import random
 import threading
 import time
@@ -24,6 +25,7 @@ from vodpoller import app, rawjson
 from vodpoller.config import Settings
 from vodpoller.events import Event
 from vodpoller.forwarder import Forwarder
+from vodpoller.forwardsend import HandlerClient
 from vodpoller.metrics import PrometheusMetrics
 from vodpoller.schema import vod_events
 from vodpoller.store import EventStore
@@ -367,3 +369,19 @@ def test_a_failure_streak_is_logged_when_it_begins_and_once_when_it_ends(
     assert failing[0]["url"] == handler.url
     assert len(recovered) == 1
     assert recovered[0]["failures"] == 8
+
+
+def test_a_user_and_password_in_the_url_become_basic_authentication() -> None:
+    with CallbackHandler() as handler:
+        url = handler.url.replace("http://", "http://vod:s3cr%40t@")
+        client = HandlerClient(url, 5.0)
+        try:
+            answer = client.post(b'{"EventType": "X"}', "the-key")
+        finally:
+            client.close()
+
+    assert answer.delivered
+    (received,) = handler.received
+    assert received.headers["Authorization"] == "Basic " + base64.b64encode(b"vod:s3cr@t").decode()
+    assert received.key == "the-key"
+    assert client.safe_url == handler.url
