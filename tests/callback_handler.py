@@ -129,6 +129,8 @@ def _handler_class(owner: CallbackHandler) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client gave up waiting: an answer too late
             finally:
                 with owner.lock:
                     if key is not None:
