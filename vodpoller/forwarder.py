@@ -135,6 +135,15 @@ class Forwarder:
     # -- the loop ------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._forward()
+        except BaseException:
+            # A bug, not a failure of the handler or the database (those are handled): the
+            # daemon goes on pulling, and the rows wait for its restart.
+            log.exception("forwarding stopped by an unexpected error; restart the daemon")
+            raise
+
+    def _forward(self) -> None:
         queued: deque[Claimed] = deque()
         in_flight: dict[Future[Answer], Claimed] = {}
         unrecorded: list[tuple[Claimed, Answer]] = []

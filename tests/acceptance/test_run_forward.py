@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from tests.acceptance.test_run_metrics import _free_port as free_port
 from tests.callback_handler import CallbackHandler, Received, Reply
 from tests.conftest import EmulatorFactory
 from tests.daemon_process import VodpollerProcess, wait_until
 from tests.helpers import emulator_config
+from tests.integration.test_metrics import get
 from vodpoller.database import make_engine
 from vodpoller.emulator.admin import EmulatorAdmin
 from vodpoller.schema import vod_events
@@ -51,10 +53,12 @@ def test_every_event_of_a_drain_reaches_a_flaky_handler_across_restarts(
         return Reply(200)
 
     handler = CallbackHandler(flaky).start()
+    port = free_port()
     config = emulator_config(
         tmp_path / "config.toml",
         emulator,
         database_url,
+        metrics={"listen": f"127.0.0.1:{port}"},
         forward={
             "url": handler.url,
             "timeout_seconds": TIMEOUT_SECONDS,
@@ -88,6 +92,12 @@ def test_every_event_of_a_drain_reaches_a_flaky_handler_across_restarts(
             wait_until(lambda: admin.stats()["Confirmed"] == EVENTS, 120, "every event confirmed")
             wait_until(lambda: forwarded() == EVENTS, 120, "every row forwarded")
             took = time.monotonic() - began
+
+            def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+                return get(f"http://127.0.0.1:{port}/metrics").samples()
+
+            wait_until(lambda: scraped()[("vodpoller_forward_pending", ())] == 0, 10, "0 pending")
+            samples = scraped()
             second.signal(signal.SIGTERM)
             assert second.wait(60) == 0, second.text()[-3000:]
         with engine.connect() as connection:
@@ -108,6 +118,11 @@ def test_every_event_of_a_drain_reaches_a_flaky_handler_across_restarts(
     assert replies["slow"] > 0
     assert replies["drop"] > 0
     assert attempts > 0
+    # The second daemon's counts: it saw the handler's restart (connections refused).
+    assert samples[("vodpoller_forwarded_total", ())] > 0
+    assert samples[("vodpoller_forward_failures_total", (("reason", "connection"),))] > 0
+    assert samples[("vodpoller_forward_failures_total", (("reason", "5xx"),))] > 0
+    assert samples[("vodpoller_forward_lag_seconds", ())] == 0
     logs = first.lines() + second.lines()
     events = [line.get("event") for line in logs]
     assert "forwarding failing; retrying with backoff" in events

@@ -154,6 +154,30 @@ def test_failed_posts_are_tried_again_with_backoff_until_the_handler_answers_2xx
     assert scraped[("vodpoller_forward_lag_seconds", ())] == 0
 
 
+def test_a_failed_event_waits_out_its_pause_before_its_next_try(
+    migrated_store: EventStore,
+    event_factory: EventFactory,
+    forwarders: Callable[[Forwarder], Forwarder],
+) -> None:
+    (key,) = stored(migrated_store, [event_factory()])
+    with CallbackHandler(lambda _: Reply(500)) as handler:
+        forwarder = make_forwarder(
+            migrated_store, handler.url, retry_seconds=60.0, max_retry_seconds=300.0
+        )
+        forwarders(forwarder)
+        wait_until(lambda: rows(migrated_store)[key]["forward_attempts"] == 1, 20, "a failure")
+        failed_at = datetime.now(UTC)
+        time.sleep(2.5)  # two idle rounds and more
+        assert handler.keys() == [key]
+
+    row = rows(migrated_store)[key]
+    assert row["forwarded_at"] is None
+    assert row["forward_claim"] is None
+    assert row["forward_after"] is not None
+    wait = (row["forward_after"] - failed_at).total_seconds()
+    assert 55 < wait <= 60
+
+
 def test_a_redirect_is_a_failure_and_is_not_followed(
     migrated_store: EventStore,
     event_factory: EventFactory,
