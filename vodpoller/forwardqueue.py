@@ -100,8 +100,9 @@ class ForwardQueue:
             .order_by(_c.id)
             .limit(max(limit, 0))
         )
-        with self.engine.connect() as connection:
-            ids = list(connection.scalars(candidates))
+        ids = transaction(
+            self.engine, "finding events to forward", lambda c: list(c.scalars(candidates))
+        )
         if not ids:
             return []
         token = secrets.token_hex(TOKEN_BYTES)

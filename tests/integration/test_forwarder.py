@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from structlog.testing import capture_logs
 
 from tests.callback_handler import CallbackHandler, Received, Reply
@@ -409,3 +409,26 @@ def test_a_user_and_password_in_the_url_become_basic_authentication() -> None:
     assert received.headers["Authorization"] == "Basic " + base64.b64encode(b"vod:s3cr@t").decode()
     assert received.key == "the-key"
     assert client.safe_url == handler.url
+
+
+def test_a_database_failure_is_logged_once_and_forwarding_resumes_after_it(
+    migrated_store: EventStore,
+    event_factory: EventFactory,
+    forwarders: Callable[[Forwarder], Forwarder],
+) -> None:
+    # Held (not sendable) until the outage is over.
+    (key,) = stored(migrated_store, [event_factory()], holder="daemon-1")
+    with capture_logs() as logs, CallbackHandler() as handler:
+        forwarders(make_forwarder(migrated_store, handler.url))
+        with migrated_store.engine.begin() as connection:  # the table is gone for a while
+            connection.execute(text("ALTER TABLE vod_events RENAME TO vod_events_away"))
+        time.sleep(2.5)  # a few rounds fail
+        with migrated_store.engine.begin() as connection:
+            connection.execute(text("ALTER TABLE vod_events_away RENAME TO vod_events"))
+            connection.execute(update(vod_events).values(held_by=None))
+        wait_until(all_forwarded(migrated_store), 20, "the row forwarded")
+
+    assert handler.keys() == [key]
+    events = [line["event"] for line in logs]
+    assert events.count("forwarding: database unavailable; trying again") == 1
+    assert events.count("forwarding: database available again") == 1
