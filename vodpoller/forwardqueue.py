@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -45,6 +45,8 @@ class Selection:
 
     event_types: tuple[str, ...] = ()
     since: datetime | None = None
+    # Rows up to this id were all received before `since` (`ForwardQueue.first_after_since`).
+    before_since_id: int | None = None
 
     def waiting(self) -> ColumnElement[bool]:
         """Rows not forwarded yet, settled, and selected (due or not)."""
@@ -56,7 +58,17 @@ class Selection:
             conditions.append(_c.event_type.in_(self.event_types))
         if self.since is not None:
             conditions.append(_c.received_at >= self.since)
+        if self.before_since_id is not None:
+            conditions.append(_c.id > self.before_since_id)
         return and_(*conditions)
+
+
+# `since` skips a database's history, which stays unforwarded: without a bound on the id each
+# round would step over all of it (the forwarded_at index holds every unforwarded row). A row
+# received a day before `since` bounds it: rows of lower ids were inserted before it, so
+# received before `since` (received_at is set when the pull answers, just before the insert,
+# and a fold only makes it earlier).
+SINCE_MARGIN: Final = timedelta(days=1)
 
 
 def due(now: datetime) -> ColumnElement[bool]:
@@ -90,10 +102,28 @@ class ForwardQueue:
         self.engine = engine
         self.selection = selection
         self.claim_seconds = claim_seconds
+        self._bounded = selection.since is None
+
+    def _bound(self) -> None:
+        """With `since`: find the id below which every row was received before it, once."""
+        if self._bounded or self.selection.since is None:
+            return
+        last_long_before = (
+            select(_c.id)
+            .where(_c.received_at < self.selection.since - SINCE_MARGIN)
+            .order_by(_c.received_at.desc())
+            .limit(1)
+        )
+        found = transaction(
+            self.engine, "finding where forwarding begins", lambda c: c.scalar(last_long_before)
+        )
+        self.selection = replace(self.selection, before_since_id=found)
+        self._bounded = True
 
     def claim(self, limit: int, now: datetime | None = None) -> list[Claimed]:
         """Claim up to `limit` due rows, oldest first; [] when none is due."""
         now = now or datetime.now(UTC)
+        self._bound()
         candidates = (
             select(_c.id)
             .where(self.selection.waiting(), due(now))
@@ -178,6 +208,7 @@ class ForwardQueue:
 
     def waiting(self) -> Waiting:
         """How many rows wait to be forwarded, and the oldest one's `received_at` (for the lag)."""
+        self._bound()
         statement = select(func.count(), func.min(_c.received_at)).where(self.selection.waiting())
 
         def work(connection: Connection) -> Waiting:

@@ -227,8 +227,13 @@ def test_only_the_configured_event_types_received_since_the_given_moment_are_for
     event_factory: EventFactory,
     forwarders: Callable[[Forwarder], Forwarder],
 ) -> None:
-    since = datetime(2026, 12, 1, tzinfo=UTC)
-    old = stored(migrated_store, [event_factory("NewFileUpload")], received_at=since - timedelta(1))
+    since = datetime.now(UTC) - timedelta(hours=1)
+    # History: long before `since` (below the id bound found at start), and shortly before.
+    old = [
+        *stored(migrated_store, [event_factory("NewFileUpload")], received_at=since - timedelta(3)),
+        *stored(migrated_store, [event_factory("NewFileUpload")], received_at=since - timedelta(2)),
+        *stored(migrated_store, [event_factory("FileDeleted")], received_at=since - timedelta(0.5)),
+    ]
     wanted = stored(migrated_store, [event_factory("NewFileUpload"), event_factory("FileDeleted")])
     other = stored(migrated_store, [event_factory("ProcedureStateChanged")])
     metrics = PrometheusMetrics([None], forwarding=True)
@@ -253,8 +258,7 @@ def test_only_the_configured_event_types_received_since_the_given_moment_are_for
 
     assert sorted(handler.keys()) == sorted(wanted)
     table = rows(migrated_store)
-    assert table[old[0]]["forwarded_at"] is None
-    assert table[other[0]]["forwarded_at"] is None
+    assert [table[key]["forwarded_at"] for key in old + other] == [None] * 4
 
 
 def test_a_row_waits_for_its_confirm_before_it_is_forwarded(
