@@ -19,6 +19,12 @@ Why claims are shaped this way:
 - A row is forwarded once it is settled: not held (`held_by` NULL), so confirmed, or let go of.
   A held row whose confirm fails may be folded into its twin and deleted (identity.py); sent
   before that, the handler would see one event under two keys, one of them gone from the table.
+- What a round costs: the unforwarded rows are found through the `forwarded_at` index. Rows
+  that `since` leaves out are skipped by an id bound (`SINCE_MARGIN`). Rows of types that
+  `event_types` leaves out stay unforwarded and each round steps over them (measured with
+  200,000 of them beside 200,000 forwarded ones: 155 ms a round on SQLite, 31 on PostgreSQL,
+  295 on MariaDB; 3 ms on SQLite with an index on (forwarded_at, event_type) instead, which is
+  a schema change for a revision to make).
 """
 
 from __future__ import annotations
