@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -20,6 +21,9 @@ from vodpoller import logs, migrate
 from vodpoller.config import Settings
 from vodpoller.daemons import DaemonRegistry, Heartbeat, Progress
 from vodpoller.errors import SchemaError, StorageError, VodpollerError, describe
+from vodpoller.forwarder import Forwarder, claim_seconds
+from vodpoller.forwardqueue import ForwardQueue, Selection
+from vodpoller.forwardsend import HandlerClient
 from vodpoller.logs import get_logger
 from vodpoller.metrics import Metrics
 from vodpoller.poller import DrainResult, Poller, Rates
@@ -155,6 +159,33 @@ def make_source(settings: Settings) -> VodEventSource:
     (30 s); its deadline (`request_timeout_seconds`) bounds the wait instead."""
     return VodEventSource(
         settings.vod, resolve_credential(settings.vod), settings.poll.rate_limit_per_second
+    )
+
+
+def make_forwarder(
+    settings: Settings,
+    engine: Engine,
+    *,
+    metrics: Metrics | None = None,
+    stop: threading.Event | None = None,
+) -> Forwarder | None:
+    """The forwarder of `[forward]`, not started; None when `url` is empty."""
+    forward = settings.forward
+    if not forward.url:
+        return None
+    queue = ForwardQueue(
+        engine,
+        Selection(tuple(forward.event_types), forward.since_moment),
+        claim_seconds=claim_seconds(forward.timeout_seconds),
+    )
+    return Forwarder(
+        queue,
+        HandlerClient(forward.url, forward.timeout_seconds),
+        max_in_flight=forward.max_in_flight,
+        retry_seconds=forward.retry_seconds,
+        max_retry_seconds=forward.max_retry_seconds,
+        metrics=metrics,
+        stop=stop,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -35,6 +36,12 @@ class Tallied(metrics.Metrics):
     def __init__(self, inner: metrics.Metrics, figures: Figures):
         self.inner = inner
         self.figures = figures
+        # Rows may be ready to forward: told after each batch stored and each confirm.
+        self.new_rows: Callable[[], None] | None = None
+
+    def _new_rows(self) -> None:
+        if self.new_rows is not None:
+            self.new_rows()
 
     def pulled(self, app: int | None, events: int, seconds: float) -> None:
         self.inner.pulled(app, events, seconds)
@@ -43,6 +50,7 @@ class Tallied(metrics.Metrics):
     def stored(self, app: int | None, stored: int, duplicates: int) -> None:
         self.inner.stored(app, stored, duplicates)
         self.figures.counted(stored=stored, duplicates=duplicates)
+        self._new_rows()
 
     def quarantined(self, app: int | None, entries: int) -> None:
         self.inner.quarantined(app, entries)
@@ -50,6 +58,7 @@ class Tallied(metrics.Metrics):
     def confirmed(self, app: int | None, events: int, batch_seconds: float) -> None:
         self.inner.confirmed(app, events, batch_seconds)
         self.figures.counted(confirmed=events)
+        self._new_rows()
 
     def confirm_expired(self, app: int | None, events: int) -> None:
         self.inner.confirm_expired(app, events)
@@ -65,6 +74,15 @@ class Tallied(metrics.Metrics):
 
     def callback(self, outcome: str) -> None:
         self.inner.callback(outcome)
+
+    def forwarded(self) -> None:
+        self.inner.forwarded()
+
+    def forward_failed(self, reason: str) -> None:
+        self.inner.forward_failed(reason)
+
+    def forward_waiting(self, rows: int, lag_seconds: float) -> None:
+        self.inner.forward_waiting(rows, lag_seconds)
 
     def health(self) -> metrics.Health:
         return self.inner.health()
@@ -172,6 +190,7 @@ class _Daemon:
                 applications,
                 backlog=source.backlog,
                 receiving=settings.receiver.address is not None,
+                forwarding=bool(settings.forward.url),
             ) as served,
             app.components(
                 settings,
@@ -179,7 +198,7 @@ class _Daemon:
                 command="run",
                 stop=self.stop,
                 source=source,
-                metrics=Tallied(served, figures),
+                metrics=(tallied := Tallied(served, figures)),
                 progressed=pulled,
                 progress=self._progress,
                 waiting=self._waiting_for_database,
@@ -215,6 +234,12 @@ class _Daemon:
             )
             self.service = service
             self.reloader = Reloader(self.config_path, settings, self._apply)
+            forwarder = app.make_forwarder(
+                settings, built.store.engine, metrics=tallied, stop=self.stop
+            )
+            if forwarder is not None:
+                tallied.new_rows = forwarder.wake
+                forwarder.start()
             if watchdog is not None:
                 watchdog.start()
             try:
@@ -222,6 +247,8 @@ class _Daemon:
             finally:
                 if watchdog is not None:
                     watchdog.stop()
+                if forwarder is not None:
+                    forwarder.stop()
 
 
 def run(settings: Settings, config_path: Path, *, run_migrations: bool = True) -> int:

@@ -25,6 +25,8 @@ log = get_logger(__name__)
 
 Application = int | None
 # From a 5 ms pull or batch to a 10 s request timeout; an empty long poll lands near 5 s.
+# What `vodpoller_forward_failures_total{reason}` counts (forwardsend.Answer).
+FORWARD_FAILURE_REASONS: Final = ("3xx", "4xx", "5xx", "timeout", "connection")
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0)
 # How a normal-callback POST to the receiver ended (receiver.py).
 CALLBACK_OUTCOMES: Final = (
@@ -84,6 +86,15 @@ class Metrics:
     def callback(self, outcome: str) -> None:
         """A normal-callback POST answered; `outcome` is one of `CALLBACK_OUTCOMES`."""
 
+    def forwarded(self) -> None:
+        """An event's POST to the user's handler answered 2xx (forwarder.py)."""
+
+    def forward_failed(self, reason: str) -> None:
+        """A POST to the user's handler failed: `3xx`/`4xx`/`5xx`, `timeout` or `connection`."""
+
+    def forward_waiting(self, rows: int, lag_seconds: float) -> None:
+        """Rows not forwarded yet, and how long ago the oldest of them was received."""
+
     def health(self) -> Health:
         return Health(True, {"status": "ok"})
 
@@ -99,6 +110,7 @@ class PrometheusMetrics(Metrics):
         health_window_seconds: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
         receiving: bool = False,
+        forwarding: bool = False,
     ):
         self.applications = tuple(applications)
         self.health_window_seconds = health_window_seconds
@@ -171,6 +183,34 @@ class PrometheusMetrics(Metrics):
         if receiving:
             for outcome in CALLBACK_OUTCOMES:
                 self._callbacks.labels(outcome)
+        self._forwarded: Counter | None = None
+        self._forward_failures: Counter | None = None
+        self._forward_waiting: Gauge | None = None
+        self._forward_lag: Gauge | None = None
+        if forwarding:
+            self._forwarded = Counter(
+                "vodpoller_forwarded",
+                "Events the user's handler answered 2xx to ([forward] url)",
+                registry=r,
+            )
+            self._forward_failures = Counter(
+                "vodpoller_forward_failures",
+                "Failed POSTs to the user's handler, by reason: 3xx, 4xx, 5xx, timeout, connection",
+                ["reason"],
+                registry=r,
+            )
+            for reason in FORWARD_FAILURE_REASONS:
+                self._forward_failures.labels(reason)
+            self._forward_waiting = Gauge(
+                "vodpoller_forward_pending",
+                "Rows waiting to be forwarded, failed ones waiting for their next try included",
+                registry=r,
+            )
+            self._forward_lag = Gauge(
+                "vodpoller_forward_lag_seconds",
+                "Age of the oldest row waiting to be forwarded; 0 when none waits",
+                registry=r,
+            )
         # Every series of each application exists from the start, at 0: rate() and alerts
         # see the first increment instead of a series that appears out of nowhere.
         for label in map(app_label, self.applications):
@@ -219,6 +259,19 @@ class PrometheusMetrics(Metrics):
 
     def callback(self, outcome: str) -> None:
         self._callbacks.labels(outcome).inc()
+
+    def forwarded(self) -> None:
+        if self._forwarded is not None:
+            self._forwarded.inc()
+
+    def forward_failed(self, reason: str) -> None:
+        if self._forward_failures is not None:
+            self._forward_failures.labels(reason).inc()
+
+    def forward_waiting(self, rows: int, lag_seconds: float) -> None:
+        if self._forward_waiting is not None and self._forward_lag is not None:
+            self._forward_waiting.set(rows)
+            self._forward_lag.set(lag_seconds)
 
     def health(self) -> Health:
         """Healthy while every application had a successful poll within the window."""
@@ -384,17 +437,22 @@ def serving(
     backlog: Callable[[Application], int] | None = None,
     *,
     receiving: bool = False,
+    forwarding: bool = False,
 ) -> Iterator[Metrics]:
     """The daemon's metrics for the length of the block: when `[metrics] listen` is set, a
-    `PrometheusMetrics` served over HTTP, with the backlog gauge if `backlog` is given and
-    the callback series from the start when `receiving`; otherwise the no-op `Metrics`."""
+    `PrometheusMetrics` served over HTTP, with the backlog gauge if `backlog` is given, the
+    callback series from the start when `receiving` and the forwarder's with `forwarding`;
+    otherwise the no-op `Metrics`."""
     address = settings.address
     if address is None:
         yield Metrics()
         return
     apps = tuple(applications)
     metrics = PrometheusMetrics(
-        apps, health_window_seconds=settings.health_window_seconds, receiving=receiving
+        apps,
+        health_window_seconds=settings.health_window_seconds,
+        receiving=receiving,
+        forwarding=forwarding,
     )
     server = MetricsServer(metrics, *address).start()
     poller = (
