@@ -473,7 +473,18 @@ def _same_content(
     its dedup_key, the 0.1 key of the same bytes."""
     content_of_legacy = {event.legacy_key: event.content_key for event in events}
     found: dict[int, StoredRow] = {}
+    # The highest occurrences first: each statement sees what committed before it began (READ
+    # COMMITTED), so a row committed between the two reads is then among the candidates (and
+    # absorbs its twin) rather than only among the numbers (which would make its twin a new
+    # event). A row committed after both reads makes the insert collide; the retry sees it.
+    all_keys = sorted({event.content_key for event in events})
     highest: dict[str, int] = {}
+    for start in range(0, len(all_keys), KEYS_PER_STATEMENT):
+        keys = all_keys[start : start + KEYS_PER_STATEMENT]
+        highest.update(
+            (key, top)
+            for key, top in connection.execute(_HIGHEST_OF_CONTENT, {"content_keys": keys})
+        )
     for statement, which in ((_OPEN_OF_CONTENT, events), (_UNPUSHED_OF_CONTENT, pushed)):
         content_keys = sorted({event.content_key for event in which})
         legacy_keys = sorted({event.legacy_key for event in which})
@@ -498,11 +509,6 @@ def _same_content(
                     held_by=row.held_by,
                     delivered_at=row.delivered_at,
                     pushed_deliveries=row.pushed_deliveries,
-                )
-            if keys and statement is _OPEN_OF_CONTENT:
-                highest.update(
-                    (key, top)
-                    for key, top in connection.execute(_HIGHEST_OF_CONTENT, {"content_keys": keys})
                 )
     return list(found.values()), highest
 

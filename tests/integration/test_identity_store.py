@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import insert
 
 from tests.databases import EventFactory
@@ -373,3 +374,42 @@ def test_a_row_with_a_push_folds_into_the_twin_with_its_pushed_delivery_counted(
     assert settled.folded == 1
     (row,) = migrated_store.rows()
     assert (row["id"], row["deliveries"], row["pushed_deliveries"]) == (twin, 3, 1)
+
+
+@pytest.mark.postgres
+def test_a_twin_committed_between_the_reads_of_a_save_is_absorbed_not_numbered_past(
+    database_url: str,
+) -> None:
+    # PostgreSQL reads each statement at its own moment (READ COMMITTED): a pushed copy that
+    # commits after the save's first read and before its second must not be seen only by the
+    # numbering (the pulled copy would become occurrence 1 beside it) but by the candidates.
+    if not database_url.startswith("postgresql"):
+        pytest.skip("READ COMMITTED statement snapshots are PostgreSQL's")
+    from sqlalchemy import event as sqlalchemy_event
+
+    from vodpoller.migrate import upgrade
+
+    upgrade(database_url)
+    pulled = cast("Working", "h1")
+    pushed = parse_entry(
+        {k: v for k, v in pulled.payload.items() if k != "EventHandle"}, pulled.sub_app_id
+    )
+    with EventStore.connect(database_url) as store, EventStore.connect(database_url) as other:
+        holder = live_daemon(store)  # (and the connection's own set-up queries are behind us)
+        injected: list[bool] = []
+
+        def push_between_reads(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if not injected and statement.lstrip().upper().startswith("SELECT"):
+                injected.append(True)
+                other.save_answers([Answer([pushed], at(0), pushed=True)])
+
+        sqlalchemy_event.listen(store.engine, "after_cursor_execute", push_between_reads)
+        try:
+            saved = store.save_answers([Answer([pulled], at(1))], holder=holder)
+        finally:
+            sqlalchemy_event.remove(store.engine, "after_cursor_execute", push_between_reads)
+        rows = store.rows()
+
+    assert injected
+    assert (saved[0].stored, saved[0].duplicates) == (0, 1)
+    assert [(r["deliveries"], r["pushed_deliveries"]) for r in rows] == [(2, 1)]
