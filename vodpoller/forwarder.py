@@ -33,6 +33,11 @@ TICK_SECONDS: Final = 0.25  # while requests are in flight, notice a stop this s
 RECORD_SECONDS: Final = 0.2  # outcomes are written at least this often while sending
 CLAIM_MARGIN_SECONDS: Final = 30.0
 STREAK_REPORT_SECONDS: Final = 300.0  # a failure streak is logged again this often
+# A streak ends with a success this long after its last failure: a handler that fails one
+# request in five is one streak, not a "failing"/"recovered" pair per failed request.
+STREAK_QUIET_SECONDS: Final = 30.0
+# The count of rows waiting (a query over the backlog) for the pending and lag gauges.
+WAITING_REPORT_SECONDS: Final = 15.0
 MAX_DOUBLINGS: Final = 40  # 2**40 times any retry_seconds is beyond any max_retry_seconds
 
 
@@ -50,18 +55,26 @@ def claim_seconds(timeout: float) -> float:
 
 
 class FailureStreak:
-    """Consecutive failed sends, to log a streak once when it begins, every few minutes
-    while it lasts, and once when a send succeeds again. Pure: the caller logs."""
+    """Failed sends, to log a streak once when it begins, every few minutes while it lasts,
+    and once when it ends: at the first success `quiet_seconds` after its last failure (a
+    success between failures does not end it). Pure: the caller logs."""
 
-    def __init__(self, report_seconds: float = STREAK_REPORT_SECONDS) -> None:
+    def __init__(
+        self,
+        report_seconds: float = STREAK_REPORT_SECONDS,
+        quiet_seconds: float = STREAK_QUIET_SECONDS,
+    ) -> None:
         self.report_seconds = report_seconds
+        self.quiet_seconds = quiet_seconds
         self.failures = 0
         self.started = 0.0
         self.reported = 0.0
+        self.last_failure = 0.0
 
     def failed(self, now: float) -> bool:
         """Count a failure; True when it is worth a log line (the first, or a reminder)."""
         self.failures += 1
+        self.last_failure = now
         if self.failures == 1:
             self.started = self.reported = now
             return True
@@ -71,10 +84,11 @@ class FailureStreak:
         return False
 
     def succeeded(self, now: float) -> tuple[int, float] | None:
-        """A success: the streak it ends (failures, seconds), or None when none ran."""
-        if self.failures == 0:
+        """A success: the streak it ends (failures, seconds from its first failure to its
+        last), or None when none ran or its last failure is too recent."""
+        if self.failures == 0 or now - self.last_failure < self.quiet_seconds:
             return None
-        ended = (self.failures, now - self.started)
+        ended = (self.failures, self.last_failure - self.started)
         self.failures = 0
         return ended
 
@@ -105,7 +119,8 @@ class Forwarder:
         self.idle_seconds = idle_seconds
         self._clock = clock
         self._wake = threading.Event()
-        self._streak = FailureStreak()
+        self.streak = FailureStreak()  # when failures are worth a log line
+        self.waiting_report_seconds = WAITING_REPORT_SECONDS
         self._storage_failing = False
         self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
         self._waiting_at = float("-inf")
@@ -223,27 +238,27 @@ class Forwarder:
         now = self._clock()
         if answer.delivered:
             self.metrics.forwarded()
-            ended = self._streak.succeeded(now)
+            ended = self.streak.succeeded(now)
             if ended is not None:
                 failures, seconds = ended
                 log.info("forwarding recovered", failures=failures, seconds=round(seconds, 1))
             return
         reason = answer.reason or "unknown"
         self.metrics.forward_failed(reason)
-        if self._streak.failed(now):
+        if self.streak.failed(now):
             log.warning(
                 "forwarding failing; retrying with backoff",
                 url=self.client.safe_url,
                 reason=reason,
                 status=answer.status,
                 error=answer.error,
-                failures=self._streak.failures,
+                failures=self.streak.failures,
                 next_try_seconds=round(self._pause(item.attempts), 3),
             )
 
     def _report_waiting(self) -> None:
         now = self._clock()
-        if now - self._waiting_at < IDLE_SECONDS:
+        if now - self._waiting_at < self.waiting_report_seconds:
             return
         self._waiting_at = now
         try:

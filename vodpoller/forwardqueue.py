@@ -149,7 +149,8 @@ class ForwardQueue:
         )
         claimed = (
             select(_c.id, _c.dedup_key, _c.payload, _c.forward_attempts)
-            .where(_c.forward_claim == token)
+            # By primary key: forward_claim has no index, and the table may hold millions.
+            .where(_c.id.in_(ids), _c.forward_claim == token)
             .order_by(_c.id)
         )
 

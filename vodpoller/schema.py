@@ -126,7 +126,8 @@ vod_events = Table(
     Index(None, "received_at"),
     # Finds a content's rows and its highest occurrence (max over the index).
     Index(None, "content_key", "occurrence"),
-    Index(None, "forwarded_at"),
+    # The forwarder's search: unforwarded rows of the wanted types (forwardqueue.py).
+    Index(None, "forwarded_at", "event_type"),
     mysql_charset="utf8mb4",
 )
 

@@ -40,7 +40,11 @@ def upgrade() -> None:
         )
         table.add_column(sa.Column("forward_claim", sa.String(64), nullable=True))
         table.add_column(sa.Column("forward_after", _utc_timestamp(), nullable=True))
-    op.create_index(op.f("ix_vod_events_forwarded_at"), "vod_events", ["forwarded_at"])
+    # With event_types set, rows of the other types stay unforwarded for good: the type in the
+    # index keeps the forwarder's search from stepping over them.
+    op.create_index(
+        op.f("ix_vod_events_forwarded_at"), "vod_events", ["forwarded_at", "event_type"]
+    )
 
 
 def downgrade() -> None:

@@ -96,7 +96,9 @@ def test_every_event_of_a_drain_reaches_a_flaky_handler_across_restarts(
             def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
                 return get(f"http://127.0.0.1:{port}/metrics").samples()
 
-            wait_until(lambda: scraped()[("vodpoller_forward_pending", ())] == 0, 10, "0 pending")
+            wait_until(
+                lambda: scraped()[("vodpoller_forward_pending", ())] == 0, 30, "0 pending"
+            )  # the gauge: every 15 s
             samples = scraped()
             second.signal(signal.SIGTERM)
             assert second.wait(60) == 0, second.text()[-3000:]
@@ -125,8 +127,10 @@ def test_every_event_of_a_drain_reaches_a_flaky_handler_across_restarts(
     assert samples[("vodpoller_forward_lag_seconds", ())] == 0
     logs = first.lines() + second.lines()
     events = [line.get("event") for line in logs]
-    assert "forwarding failing; retrying with backoff" in events
-    assert "forwarding recovered" in events
+    # A handler failing a fifth of its requests is one streak per daemon, not a line per
+    # failure: each daemon ran under a minute, so no reminder and no quiet spell to recover in.
+    assert events.count("forwarding failing; retrying with backoff") == 2
+    assert "forwarding recovered" not in events
     # Reported by `pytest -s`: how long it took and how many POSTs it needed.
     print(
         f"\n{EVENTS} events forwarded in {took:.1f} s: {len(handler.received)} POSTs, "

@@ -42,6 +42,7 @@ def make_forwarder(
         Settings.model_validate({"forward": values}), store.engine, metrics=metrics
     )
     assert forwarder is not None
+    forwarder.waiting_report_seconds = 0.2  # the gauges at once, not every 15 s
     return forwarder
 
 
@@ -385,8 +386,14 @@ def test_a_failure_streak_is_logged_when_it_begins_and_once_when_it_ends(
         return Reply(503) if len(handler.received) < 8 else Reply(200)
 
     with capture_logs() as logs, CallbackHandler(eight_failures) as handler:
-        forwarder = forwarders(make_forwarder(migrated_store, handler.url, max_in_flight=1))
+        forwarder = make_forwarder(migrated_store, handler.url, max_in_flight=1)
+        forwarder.streak.quiet_seconds = 0.5
+        forwarders(forwarder)
         wait_until(all_forwarded(migrated_store), 30, "every row forwarded")
+        # Successes right after the failures do not end the streak; one after a quiet spell does.
+        time.sleep(0.6)
+        stored(migrated_store, event_factory.batch(1))
+        wait_until(all_forwarded(migrated_store), 30, "the later row forwarded")
         forwarder.stop()
 
     failing = [line for line in logs if line["event"].startswith("forwarding failing")]

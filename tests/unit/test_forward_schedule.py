@@ -45,15 +45,33 @@ def test_a_claim_lasts_two_requests_and_a_margin() -> None:
 
 
 def test_a_failure_streak_is_worth_a_line_when_it_begins_and_every_few_minutes() -> None:
-    streak = FailureStreak(report_seconds=300.0)
+    streak = FailureStreak(report_seconds=300.0, quiet_seconds=0.0)
     assert streak.succeeded(0.0) is None  # no streak ran
     assert streak.failed(10.0) is True
     assert [streak.failed(t) for t in (11.0, 50.0, 309.0)] == [False, False, False]
     assert streak.failed(310.0) is True  # a reminder
     assert streak.failed(311.0) is False
-    assert streak.succeeded(320.0) == (6, 310.0)
+    assert streak.succeeded(320.0) == (6, 301.0)  # from its first failure to its last
     assert streak.succeeded(321.0) is None
     assert streak.failed(400.0) is True  # a new streak
+
+
+def test_a_streak_ends_only_with_a_success_a_quiet_spell_after_its_last_failure() -> None:
+    streak = FailureStreak(report_seconds=300.0, quiet_seconds=30.0)
+    assert streak.failed(0.0) is True
+    assert streak.succeeded(1.0) is None  # a handler failing one request in five: still one
+    assert streak.failed(2.0) is False
+    assert streak.succeeded(31.9) is None
+    assert streak.succeeded(32.0) == (2, 2.0)
+    assert streak.succeeded(33.0) is None
+    assert streak.failed(40.0) is True
+
+
+def test_a_streak_waits_thirty_seconds_of_quiet_by_default() -> None:
+    streak = FailureStreak()
+    streak.failed(0.0)
+    assert streak.succeeded(29.9) is None
+    assert streak.succeeded(30.0) == (1, 0.0)
 
 
 def test_the_body_is_the_entry_without_its_handle_numbers_as_they_came() -> None:
