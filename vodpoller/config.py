@@ -202,6 +202,13 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, port
 
 
+def listen_or_off(value: str) -> str:
+    """A `listen` setting: empty (off) or a valid `host:port`."""
+    if value.strip():
+        parse_listen(value)
+    return value.strip()
+
+
 class MetricsSettings(_Section):
     # Off while empty. Anything but a loopback address exposes /metrics and /healthz to the
     # network: that is the user's explicit choice.
@@ -214,9 +221,7 @@ class MetricsSettings(_Section):
     @field_validator("listen")
     @classmethod
     def _address(cls, value: str) -> str:
-        if value.strip():
-            parse_listen(value)
-        return value.strip()
+        return listen_or_off(value)
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -239,9 +244,7 @@ class ReceiverSettings(_Section):
     @field_validator("listen")
     @classmethod
     def _address(cls, value: str) -> str:
-        if value.strip():
-            parse_listen(value)
-        return value.strip()
+        return listen_or_off(value)
 
     @model_validator(mode="after")
     def _secret_path(self) -> ReceiverSettings:

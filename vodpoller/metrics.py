@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
 from vodpoller.config import MetricsSettings, is_loopback
-from vodpoller.errors import ConfigError, SourceError, describe
+from vodpoller.errors import SourceError, describe
+from vodpoller.httpserve import LocalServer
 from vodpoller.logs import get_logger
 
 log = get_logger(__name__)
@@ -306,49 +306,30 @@ class PrometheusMetrics(Metrics):
         return encode(self.registry), content_type
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a scrape in flight does not hold up the daemon's exit
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
 class MetricsServer:
     """`/metrics` and `/healthz` on a threaded HTTP server; port 0 picks a free one."""
 
     def __init__(self, metrics: PrometheusMetrics, host: str, port: int):
-        server_class = _Server6 if ":" in host else _Server
-        try:
-            self.server: ThreadingHTTPServer = server_class((host, port), _handler(metrics))
-        except OSError as error:
-            raise ConfigError(f"metrics: cannot listen on {host}:{port}: {error}") from error
+        self._local = LocalServer("metrics", host, port, _handler(metrics))
         self.host = host
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, name="metrics", daemon=True
-        )
 
     @property
     def port(self) -> int:
-        return int(self.server.server_address[1])
+        return self._local.port
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return self._local.url
 
     def start(self) -> MetricsServer:
-        self._thread.start()
+        self._local.start()
         log.info("metrics listening", url=f"{self.url}/metrics", health=f"{self.url}/healthz")
         if not is_loopback(self.host):
             log.warning("metrics are reachable from other hosts", host=self.host)
         return self
 
     def close(self) -> None:
-        if self._thread.is_alive():
-            self.server.shutdown()
-            self._thread.join()
-        self.server.server_close()
+        self._local.close()
 
 
 def _handler(metrics: PrometheusMetrics) -> type[BaseHTTPRequestHandler]:

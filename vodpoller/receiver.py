@@ -9,21 +9,20 @@ import contextlib
 import hmac
 import json
 import re
-import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Final
 
 from vodpoller.classify import one_line
 from vodpoller.config import ReceiverSettings, is_loopback
 from vodpoller.envelope import Delivery, UnreadableError, read_pushed
-from vodpoller.errors import ConfigError, StorageError, describe
+from vodpoller.errors import StorageError, describe
 from vodpoller.events import Event, parse_entry
+from vodpoller.httpserve import LocalServer
 from vodpoller.logs import get_logger
 from vodpoller.metrics import Metrics
 from vodpoller.store import Answer, EventStore, Reject
@@ -111,27 +110,19 @@ class Receiver:
         self._idle = threading.Condition()
         self._failing = False
         self._closing = False
-        server_class = _Server6 if ":" in host else _Server
-        try:
-            self.server: ThreadingHTTPServer = server_class((host, port), _handler(self))
-        except OSError as error:
-            raise ConfigError(f"receiver: cannot listen on {host}:{port}: {error}") from error
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, name="receiver", daemon=True
-        )
+        self._local = LocalServer("receiver", host, port, _handler(self))
 
     @property
     def port(self) -> int:
-        return int(self.server.server_address[1])
+        return self._local.port
 
     @property
     def url(self) -> str:
         """Scheme, host and port: the path holds the secret and is never shown."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return self._local.url
 
     def start(self) -> Receiver:
-        self._thread.start()
+        self._local.start()
         shown = self.path.rstrip("/").rsplit("/", 1)[0]
         log.info("receiver listening", url=f"{self.url}{shown}/<token>")
         if not is_loopback(self.host):
@@ -142,13 +133,11 @@ class Receiver:
 
     def close(self) -> None:
         """Stop taking requests; let those being stored answer (at most CLOSE_WAIT_SECONDS)."""
-        if self._thread.is_alive():
-            self.server.shutdown()
-            self._thread.join()
+        self._local.stop_taking()
         with self._idle:
             self._closing = True
             self._idle.wait_for(lambda: self._in_flight == 0, CLOSE_WAIT_SECONDS)
-        self.server.server_close()
+        self._local.close()
 
     # -- one request ---------------------------------------------------------------------
 
@@ -208,23 +197,6 @@ class Receiver:
             was, self._failing = self._failing, False
         if was:
             log.info("pushed events are stored again")
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a stalled client does not hold up the daemon's exit
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client gone before its answer: one log line, not socketserver's traceback.
-        error = sys.exc_info()[1]
-        log.warning(
-            "callback connection failed",
-            client=client_address[0] if client_address else None,
-            error=type(error).__name__,
-        )
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
 
 
 def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
