@@ -553,8 +553,10 @@ def test_burst_beyond_the_rate_limit_is_throttled_per_action(
     assert codes[:5] == ["ResourceNotFound"] * 5  # one second's worth of burst
     served = codes.count("ResourceNotFound")
     assert served <= 5 + 5 * elapsed + 1  # then 5 a second
-    assert admin.stats()["Throttled"] == codes.count("RequestLimitExceeded")
+    stats = admin.stats()
+    assert stats["Throttled"] == codes.count("RequestLimitExceeded")
     assert events_to_pull(vod) == 0  # another action has its own budget
+    assert stats["ThrottledByAction"] == {"PullEvents": stats["Throttled"]}
 
 
 # -- faults -------------------------------------------------------------------------------

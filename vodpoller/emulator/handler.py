@@ -233,7 +233,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self._authenticate(request)
             if not emulator.limiter.allow(action):
-                emulator.count_throttled()
+                emulator.count_throttled(action)
                 raise ApiError(
                     "RequestLimitExceeded",
                     "Your current request times equals to `limit` ("

@@ -116,6 +116,7 @@ class Emulator:
         self._counts_lock = threading.Lock()
         self.requests: collections.Counter[str] = collections.Counter()
         self.throttled = 0
+        self.throttled_by_action: collections.Counter[str] = collections.Counter()
         # Set when the emulator stops: stalled, trickled and pushed answers give up then.
         self.closing = threading.Event()
         self._thread: threading.Thread | None = None
@@ -182,21 +183,24 @@ class Emulator:
         with self._counts_lock:
             self.requests[action] += 1
 
-    def count_throttled(self) -> None:
+    def count_throttled(self, action: str) -> None:
         with self._counts_lock:
             self.throttled += 1
+            self.throttled_by_action[action] += 1
 
     def stats(self) -> dict[str, Any]:
         counts = self.queue.counts()
         with self._counts_lock:
             requests = dict(self.requests)
             throttled = self.throttled
+            throttled_by_action = dict(self.throttled_by_action)
         return {
             "Queued": sum(c.queued for c in counts.values()),
             "Leased": sum(c.leased for c in counts.values()),
             "Confirmed": sum(c.confirmed for c in counts.values()),
             "Redelivered": self.queue.redelivered,
             "Throttled": throttled,
+            "ThrottledByAction": throttled_by_action,
             "Requests": requests,
             "Applications": {
                 _app_name(app): {"Queued": c.queued, "Leased": c.leased, "Confirmed": c.confirmed}
