@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, select, true
+from sqlalchemy import ColumnElement, Select, and_, case, func, select, true
 from sqlalchemy.exc import SQLAlchemyError
 
 from vodpoller.errors import ConfigError, StorageError
@@ -141,7 +141,10 @@ class EventQueries:
                 c.event_type,
                 func.count().label("events"),
                 func.sum(c.deliveries).label("deliveries"),
-                (func.count() - func.count(c.confirmed_at)).label("unconfirmed"),
+                # Pulled and not confirmed: a row that came only by push has nothing to confirm.
+                func.count(
+                    case((and_(c.confirmed_at.is_(None), c.deliveries > c.pushed_deliveries), 1))
+                ).label("unconfirmed"),
                 func.min(c.received_at).label("first_received_at"),
                 func.max(c.received_at).label("last_received_at"),
             )

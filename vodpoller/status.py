@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, and_, func, select
 
 from vodpoller.daemons import DaemonRecord, LocalHost, is_dead
 from vodpoller.database import transaction
@@ -37,9 +37,10 @@ class DaemonStatus:
 @dataclass(frozen=True)
 class StatusReport:
     daemons: list[DaemonStatus]
-    unconfirmed: int  # rows with confirmed_at NULL
+    unconfirmed: int  # pulled rows with confirmed_at NULL
     held: int  # of those, held by a daemon (alive or dead)
     checked_at: datetime
+    pushed_only: int = 0  # rows that came only by normal callback: nothing to confirm
 
     @property
     def alive(self) -> list[DaemonStatus]:
@@ -60,7 +61,8 @@ def read_status(
                 select(vod_daemons).order_by(vod_daemons.c.started_at, vod_daemons.c.id)
             ).mappings()
         ]
-        unconfirmed = vod_events.c.confirmed_at.is_(None)
+        c = vod_events.c
+        unconfirmed = and_(c.confirmed_at.is_(None), c.deliveries > c.pushed_deliveries)
         holding: dict[str, int] = {
             str(holder): int(count)
             for holder, count in connection.execute(
@@ -72,6 +74,11 @@ def read_status(
         total = connection.execute(
             select(func.count()).select_from(vod_events).where(unconfirmed)
         ).scalar_one()
+        pushed_only = connection.execute(
+            select(func.count())
+            .select_from(vod_events)
+            .where(c.confirmed_at.is_(None), c.deliveries == c.pushed_deliveries)
+        ).scalar_one()
         daemons = [
             DaemonStatus(
                 record,
@@ -80,7 +87,7 @@ def read_status(
             )
             for record in records
         ]
-        return StatusReport(daemons, int(total), sum(holding.values()), at)
+        return StatusReport(daemons, int(total), sum(holding.values()), at, int(pushed_only))
 
     return transaction(engine, "reading the daemons and the unconfirmed rows", read)
 
@@ -196,6 +203,7 @@ def as_json(report: StatusReport, database: str) -> dict[str, Any]:
             for d in report.daemons
         ],
         "unconfirmed": {"rows": report.unconfirmed, "held_by_daemons": report.held},
+        "pushed_only": report.pushed_only,
     }
 
 

@@ -55,6 +55,11 @@ def write_text(report: StatusReport, database: str, out: TextIO) -> None:
         "(its confirm pending; see holding)",
         file=out,
     )
+    if report.pushed_only:
+        print(
+            f"rows that came only by normal callback (nothing to confirm): {report.pushed_only}",
+            file=out,
+        )
 
 
 def add_status_command(

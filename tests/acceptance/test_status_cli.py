@@ -216,3 +216,40 @@ def test_check_passes_while_a_daemon_polls_and_status_sees_it_poll_during_a_long
     line = _daemons_line(check)
     assert line.startswith("ok    daemons: 1 running, last poll ")
     assert line.endswith(" s ago")
+
+
+def test_rows_that_came_only_by_push_are_not_counted_as_unconfirmed(
+    database_url: str, tmp_path: Path
+) -> None:
+    from vodpoller.events import parse_entry
+    from vodpoller.store import Answer
+
+    upgrade(database_url)
+
+    def upload(file_id: str) -> Any:
+        return parse_entry(
+            {"EventType": "NewFileUpload", "FileUploadEvent": {"FileId": file_id}}, None
+        )
+
+    at = datetime.now(UTC)
+    with EventStore.connect(database_url) as store:
+        store.save_answers([Answer([upload("1"), upload("2")], at, pushed=True)])
+        store.save([upload("3")], at)  # pulled, its confirm never recorded
+        # Pushed, then pulled (absorbed) and not confirmed yet: it is the pull's to confirm.
+        store.save_answers([Answer([upload("4")], at, pushed=True)])
+        store.save([upload("4")], at)
+
+    table = vodpoller("status", "--database-url", database_url, cwd=tmp_path)
+    as_json = vodpoller("status", "--database-url", database_url, "--format", "json", cwd=tmp_path)
+    stats = vodpoller(
+        "events", "stats", "--database-url", database_url, "--format", "json", cwd=tmp_path
+    )
+
+    assert table.returncode == as_json.returncode == stats.returncode == 0, table.stderr
+    assert "unconfirmed rows: 2, of which 0 held" in table.stdout
+    assert "rows that came only by normal callback (nothing to confirm): 2" in table.stdout
+    document = json.loads(as_json.stdout)
+    assert document["unconfirmed"] == {"rows": 2, "held_by_daemons": 0}
+    assert document["pushed_only"] == 2
+    (row,) = json.loads(stats.stdout)
+    assert (row["events"], row["unconfirmed"]) == (4, 2)
