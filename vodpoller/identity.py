@@ -50,8 +50,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Final, Protocol
+
+# How far apart a pushed and a pulled copy of one event may arrive to be taken for one event.
+# VOD serves an application in one mode at a time (ModifyEventConfig Mode=PUSH or PULL); both
+# copies of an event come only around a switch, and a push is retried for a short while.
+# Farther apart, two identical contents are two events (a cast Working before the switch and
+# Working again after it): a possible duplicate, never an event swallowed by an old row.
+CHANNEL_WINDOW: Final = timedelta(minutes=5)
 
 
 class Keyed(Protocol):
@@ -75,6 +82,12 @@ class StoredRow:
     held_by: str | None
     delivered_at: datetime  # when its latest delivery arrived
     pushed_deliveries: int = 0  # of its deliveries, those that came by push
+    deliveries: int = 1
+
+    @property
+    def pushed_only(self) -> bool:
+        """Every delivery came by push: nobody pulled it, nothing will confirm it."""
+        return self.pushed_deliveries >= self.deliveries
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,7 @@ def plan(
     dead: Collection[str] = (),
     highest: Mapping[str, int] | None = None,
     pushed: Sequence[bool] = (),
+    arrived: Sequence[datetime] = (),
 ) -> list[list[Decision]]:
     """One decision per delivery, answer by answer, in order. `rows`: the stored rows of the
     same contents that may take a redelivery (confirmed ones never take a pulled one, so they
@@ -124,8 +138,9 @@ def plan(
     push); `highest`: the highest occurrence stored of each content, confirmed rows included
     (from `rows` when not given); `dead`: the holders known to have died; `holder`: the
     daemon storing them (None: nobody will confirm them); `pushed`: per answer, whether it
-    came by push (missing: pulled). Within the plan no row takes two deliveries, whichever
-    answers they are in: each is in our hands until we confirm it."""
+    came by push (missing: pulled); `arrived`: per answer, when it arrived (missing: the two
+    channels meet whenever). Within the plan no row takes two deliveries, whichever answers
+    they are in: each is in our hands until we confirm it."""
     by_content: dict[str, list[StoredRow]] = {}
     top: dict[str, int] = dict(highest or {})
     for stored in rows:
@@ -137,6 +152,7 @@ def plan(
     decisions: list[list[Decision]] = []
     for index, answer in enumerate(answers):
         by_push = index < len(pushed) and pushed[index]
+        at = arrived[index] if index < len(arrived) else None
         decided: list[Decision] = []
         for event in answer:
             same = by_content.get(event.content_key, [])
@@ -145,7 +161,11 @@ def plan(
                     r
                     for r in same
                     if r.row_id not in taken
-                    and (r.pushed_deliveries == 0 if by_push else _redeliverable(r, holder, dead))
+                    and (
+                        _other_channel_of(r, at, pushed=True)
+                        if by_push
+                        else _redeliverable(r, holder, dead) and _other_channel_of(r, at)
+                    )
                 ),
                 None,
             )
@@ -160,6 +180,21 @@ def plan(
             )
         decisions.append(decided)
     return decisions
+
+
+def _other_channel_of(row: StoredRow, at: datetime | None, *, pushed: bool = False) -> bool:
+    """Whether a delivery arriving `at` may be the other channel's copy of `row`'s event. A
+    push: only of a row no push reached yet, delivered within CHANNEL_WINDOW before it. A
+    pull: any row that was pulled before (the usual redelivery rule decides), but a row that
+    came only by push only within the window: a pushed event that nothing will ever confirm
+    must not swallow a later event of the same content."""
+    if pushed:
+        return row.pushed_deliveries == 0 and _within_window(row, at)
+    return not row.pushed_only or _within_window(row, at)
+
+
+def _within_window(row: StoredRow, at: datetime | None) -> bool:
+    return at is None or at - row.delivered_at <= CHANNEL_WINDOW
 
 
 def _redeliverable(row: StoredRow, holder: str | None, dead: Collection[str]) -> bool:

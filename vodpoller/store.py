@@ -64,6 +64,7 @@ _CANDIDATE_COLUMNS = (
     _c.held_by,
     func.coalesce(_c.delivered_at, _c.received_at).label("delivered_at"),
     _c.pushed_deliveries,
+    _c.deliveries,
 )
 _OPEN_OF_CONTENT = select(*_CANDIDATE_COLUMNS).where(
     or_(
@@ -75,13 +76,15 @@ _OPEN_OF_CONTENT = select(*_CANDIDATE_COLUMNS).where(
     )
 )
 # Read only for pushed deliveries: the rows no push reached yet, confirmed ones included (a
-# pushed copy of a pulled and confirmed event is still that event).
+# pushed copy of a pulled and confirmed event is still that event), delivered lately enough
+# to be its other channel's copy (identity.CHANNEL_WINDOW).
 _UNPUSHED_OF_CONTENT = select(*_CANDIDATE_COLUMNS).where(
     or_(
         _c.content_key.in_(bindparam("content_keys", expanding=True)),
         _c.dedup_key.in_(bindparam("legacy_keys", expanding=True)),
     ),
     _c.pushed_deliveries == 0,
+    func.coalesce(_c.delivered_at, _c.received_at) >= bindparam("since"),
 )
 # The highest occurrence of each content: confirmed rows count for the numbering, and a
 # content that occurred thousands of times is one index lookup, not thousands of rows.
@@ -91,6 +94,7 @@ _HIGHEST_OF_CONTENT = (
     .group_by(_c.content_key)
 )
 _INSERT = insert(vod_events)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # A redelivery: only while the row is still as the decision saw it (not confirmed meanwhile,
 # not taken by another daemon); otherwise the transaction decides again.
 _ABSORB_UNHELD = (
@@ -373,7 +377,13 @@ def _save(
 ) -> list[SaveResult]:
     events = [event for answer in answers for event in answer.events]
     pushed = [event for answer in answers if answer.pushed for event in answer.events]
-    candidates, highest = _same_content(connection, events, pushed)
+    pushed_since = min((answer.received_at for answer in answers if answer.pushed), default=None)
+    candidates, highest = _same_content(
+        connection,
+        events,
+        pushed,
+        None if pushed_since is None else pushed_since - identity.CHANNEL_WINDOW,
+    )
     others = {row.held_by for row in candidates if row.held_by not in (None, holder)}
     dead = dead_among(connection, {h for h in others if h is not None}) if others else set()
     decisions = identity.plan(
@@ -383,6 +393,7 @@ def _save(
         dead=dead,
         highest=highest,
         pushed=[answer.pushed for answer in answers],
+        arrived=[answer.received_at for answer in answers],
     )
     absorbs: list[tuple[Absorb, Event, datetime]] = []
     new_rows: list[tuple[NewRow, Event, datetime, bool]] = []
@@ -465,10 +476,14 @@ def _hold_still(
 
 
 def _same_content(
-    connection: Connection, events: Sequence[Event], pushed: Sequence[Event] = ()
+    connection: Connection,
+    events: Sequence[Event],
+    pushed: Sequence[Event] = (),
+    pushed_since: datetime | None = None,
 ) -> tuple[list[StoredRow], dict[str, int]]:
     """The stored rows that say what these events say and may take a redelivery (for the
-    `pushed` ones among them, also the confirmed rows no push reached yet), and the highest
+    `pushed` ones among them, also the confirmed rows no push reached yet, delivered since
+    `pushed_since`), and the highest
     occurrence of each content. A row a 0.1 daemon wrote has no content_key and is found by
     its dedup_key, the 0.1 key of the same bytes."""
     content_of_legacy = {event.legacy_key: event.content_key for event in events}
@@ -495,6 +510,7 @@ def _same_content(
                 {
                     "content_keys": keys,
                     "legacy_keys": legacy_keys[start : start + KEYS_PER_STATEMENT],
+                    "since": pushed_since or _EPOCH,
                 },
             )
             for row in rows:
@@ -509,6 +525,7 @@ def _same_content(
                     held_by=row.held_by,
                     delivered_at=row.delivered_at,
                     pushed_deliveries=row.pushed_deliveries,
+                    deliveries=row.deliveries,
                 )
     return list(found.values()), highest
 

@@ -413,3 +413,45 @@ def test_a_twin_committed_between_the_reads_of_a_save_is_absorbed_not_numbered_p
     assert injected
     assert (saved[0].stored, saved[0].duplicates) == (0, 1)
     assert [(r["deliveries"], r["pushed_deliveries"]) for r in rows] == [(2, 1)]
+
+
+def _switch_cast(status: str, handle: str | None) -> Event:
+    entry: dict[str, Any] = {
+        "EventType": "MediaCastStatusChanged",
+        "MediaCastStatusChangedEvent": {"CastId": "cast-9", "Status": status},
+    }
+    if handle is not None:
+        entry["EventHandle"] = handle
+    return parse_entry(entry, None)
+
+
+def test_a_cast_pushed_before_a_switch_to_pull_and_working_again_after_it_is_three_rows(
+    migrated_store: EventStore,
+) -> None:
+    # The README's migration: Working pushed, the application switched to reliable callback,
+    # then Stopped and Working again pulled ten and twenty minutes later.
+    store = migrated_store
+    store.save_answers([Answer([_switch_cast("Working", None)], at(0), pushed=True)])
+    for minutes, status in ((10, "Stopped"), (20, "Working")):
+        saved = store.save([_switch_cast(status, f"h{minutes}")], at(minutes * 60))
+        store.settle(saved.ids, at=at(minutes * 60 + 1))
+
+    rows = store.rows()
+    statuses = [(r["status"], r["deliveries"], r["pushed_deliveries"]) for r in rows]
+    assert statuses == [("Working", 1, 1), ("Stopped", 1, 0), ("Working", 1, 0)]
+
+
+def test_a_push_long_after_a_pulled_and_confirmed_twin_is_a_new_event(
+    migrated_store: EventStore,
+) -> None:
+    store = migrated_store
+    saved = store.save([_switch_cast("Working", "h1"), _switch_cast("Stopped", "h2")], at(0))
+    store.settle(saved.ids, at=at(1))
+    # An hour later: another event. Within the window: the pushed copy of that event.
+    far = store.save_answers([Answer([_switch_cast("Working", None)], at(3600), pushed=True)])
+    near = store.save_answers([Answer([_switch_cast("Stopped", None)], at(60), pushed=True)])
+
+    assert (far[0].stored, far[0].duplicates) == (1, 0)
+    assert (near[0].stored, near[0].duplicates) == (0, 1)
+    rows = [(r["status"], r["deliveries"], r["pushed_deliveries"]) for r in store.rows()]
+    assert rows == [("Working", 1, 0), ("Stopped", 2, 1), ("Working", 1, 1)]

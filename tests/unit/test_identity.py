@@ -8,7 +8,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from vodpoller.identity import Absorb, NewRow, StoredRow, dedup_key, fold_target, plan
+from vodpoller.identity import (
+    CHANNEL_WINDOW,
+    Absorb,
+    NewRow,
+    StoredRow,
+    dedup_key,
+    fold_target,
+    plan,
+)
 
 ME = "daemon-me"
 OTHER = "daemon-other"
@@ -34,8 +42,11 @@ def row(
     held_by: str | None = None,
     at: datetime = T0,
     pushed: int = 0,
+    deliveries: int | None = None,
 ) -> StoredRow:
-    return StoredRow(row_id, content, occurrence, confirmed, held_by, at, pushed)
+    # By default a pushed row came only by push (its deliveries are its pushes).
+    total = deliveries if deliveries is not None else max(1, pushed)
+    return StoredRow(row_id, content, occurrence, confirmed, held_by, at, pushed, total)
 
 
 def sha(text: str) -> str:
@@ -274,3 +285,55 @@ def test_a_pull_never_takes_a_confirmed_row_even_when_read_for_a_push() -> None:
         [NewRow(1, sha("c#1"))],
         [Absorb(1, None, pushed=True)],
     ]
+
+
+# -- plan: the two channels meet only within CHANNEL_WINDOW -----------------------------------
+
+
+def test_the_channel_window_is_five_minutes() -> None:
+    assert timedelta(minutes=5) == CHANNEL_WINDOW
+
+
+@pytest.mark.parametrize(
+    ("after", "absorbed"),
+    [
+        (timedelta(0), True),
+        (CHANNEL_WINDOW, True),
+        (CHANNEL_WINDOW + timedelta(microseconds=1), False),
+    ],
+)
+def test_a_pull_takes_a_row_that_came_only_by_push_only_within_the_window(
+    after: timedelta, absorbed: bool
+) -> None:
+    decided = plan([[delivery()]], [row(1, pushed=1)], holder=ME, arrived=[T0 + after])
+
+    assert decided == ([[Absorb(1, None)]] if absorbed else [[NewRow(1, sha("c#1"))]])
+
+
+def test_a_pull_long_after_a_push_only_row_is_a_new_event_but_a_pulled_row_still_redelivers() -> (
+    None
+):
+    # Working pushed before a switch to reliable callback, Working again pulled an hour later.
+    later = T0 + timedelta(hours=1)
+    assert plan([[delivery()]], [row(1, pushed=1)], holder=ME, arrived=[later]) == [
+        [NewRow(1, sha("c#1"))]
+    ]
+    # A row that was pulled (its confirm did not take effect) takes its redelivery whenever.
+    pulled_then_pushed = row(1, pushed=1, deliveries=2)
+    assert plan([[delivery()]], [pulled_then_pushed], holder=ME, arrived=[later]) == [
+        [Absorb(1, None)]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("after", "absorbed"),
+    [(CHANNEL_WINDOW, True), (CHANNEL_WINDOW + timedelta(microseconds=1), False)],
+)
+def test_a_push_takes_an_unpushed_row_only_when_it_was_delivered_within_the_window(
+    after: timedelta, absorbed: bool
+) -> None:
+    confirmed = row(1, confirmed=True)
+
+    decided = plan([[delivery()]], [confirmed], holder=None, pushed=[True], arrived=[T0 + after])
+
+    assert decided == ([[Absorb(1, None, pushed=True)]] if absorbed else [[NewRow(1, sha("c#1"))]])
