@@ -34,8 +34,9 @@ MIN_TOKEN_CHARS = 16  # the receiver's path ends in a secret of at least this ma
 MIN_REQUEST_TIMEOUT_SECONDS = 7.0
 MAX_REQUEST_TIMEOUT_SECONDS = 30.0
 # host[:port]: a DNS name, an IPv4 address, or an IPv6 address in brackets.
-# A PostgreSQL channel name that needs no quoting.
-_CHANNEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# A PostgreSQL channel name that needs no quoting: lower case, since an unquoted
+# `LISTEN VodEvents` listens on vodevents, and pg_notify('VodEvents') would reach nobody.
+_CHANNEL = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _ENDPOINT = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?"
 )
@@ -136,8 +137,8 @@ class DatabaseSettings(_Section):
     def _channel(cls, value: str) -> str:
         if value and not _CHANNEL.fullmatch(value):
             raise ValueError(
-                "must be a plain identifier (letters, digits, _; at most 63 characters, "
-                f"not starting with a digit), not {value!r}"
+                "must be a plain lower-case identifier (a-z, digits, _; at most 63 "
+                f"characters, not starting with a digit), not {value!r}"
             )
         return value
 

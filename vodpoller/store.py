@@ -699,6 +699,7 @@ def _release(connection: Connection, release: Release, holder: str | None) -> in
             _c.pushed_deliveries,
             _c.received_at,
             _c.event_handle,
+            _c.forwarded_at,
         )
         .where(_c.id == release.row_id)
         .with_for_update(read=True)
@@ -737,6 +738,9 @@ def _release(connection: Connection, release: Release, holder: str | None) -> in
     if row.received_at < received:
         # The merged row is the event first received with the released row's delivery.
         values.update(received_at=row.received_at, event_handle=row.event_handle)
+    if row.forwarded_at is not None:
+        # The handler has the event (under the released row's key): not again under the twin's.
+        values["forwarded_at"] = func.coalesce(_c.forwarded_at, row.forwarded_at)
     connection.execute(update(vod_events).where(_c.id == target).values(values))
     connection.execute(delete(vod_events).where(_c.id == row.id))
     return 1

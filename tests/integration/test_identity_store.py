@@ -11,13 +11,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
 from tests.databases import EventFactory
 from vodpoller.daemons import DaemonRegistry, LocalHost
 from vodpoller.database import transaction, writer
 from vodpoller.events import Event, parse_entry
-from vodpoller.schema import vod_daemons
+from vodpoller.schema import vod_daemons, vod_events
 from vodpoller.store import Answer, EventStore, Release, SaveResult, _save, _settle
 
 T0 = datetime(2026, 12, 1, 8, 0, 0, tzinfo=UTC)
@@ -455,3 +455,24 @@ def test_a_push_long_after_a_pulled_and_confirmed_twin_is_a_new_event(
     assert (near[0].stored, near[0].duplicates) == (0, 1)
     rows = [(r["status"], r["deliveries"], r["pushed_deliveries"]) for r in store.rows()]
     assert rows == [("Working", 1, 0), ("Stopped", 2, 1), ("Working", 1, 1)]
+
+
+def test_a_row_already_forwarded_folds_into_its_twin_as_forwarded(
+    migrated_store: EventStore, event_factory: EventFactory
+) -> None:
+    # The handler got the event under the released row's key: the twin it folds into must not
+    # send it again under another.
+    first, second = live_daemon(migrated_store), live_daemon(migrated_store)
+    event = event_factory()
+    (held,) = migrated_store.save([event], at(0), holder=first).ids
+    forwarded = at(2)
+    with migrated_store.engine.begin() as connection:
+        connection.execute(
+            update(vod_events).where(vod_events.c.id == held).values(forwarded_at=forwarded)
+        )
+    (twin,) = migrated_store.save([redelivered(event, "h-2")], at(31), holder=second).ids
+    settled = migrated_store.settle(released=[Release(held, at(0))], holder=first)
+
+    assert settled.folded == 1
+    (row,) = migrated_store.rows()
+    assert (row["id"], row["forwarded_at"]) == (twin, forwarded)

@@ -425,3 +425,85 @@ def test_an_unusable_database_url_is_refused_without_repeating_it(url: str, says
 )
 def test_the_documented_database_urls_are_accepted(url: str) -> None:
     assert accepted({"database": {"url": url}}).database.url == url
+
+
+# -- both callback modes ------------------------------------------------------------------------
+
+PG = "postgresql+psycopg://vodpoller@db.internal/vod"
+TOKEN_PATH = "/vod/callback/0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("database", "named"),
+    [
+        ({"url": PG, "notify_channel": "VodEvents"}, "lower-case identifier"),
+        ({"url": PG, "notify_channel": "vod-events"}, "lower-case identifier"),
+        ({"url": PG, "notify_channel": "1vod"}, "lower-case identifier"),
+        ({"url": PG, "notify_channel": "v" * 64}, "lower-case identifier"),
+        ({"url": "sqlite:////tmp/x.db", "notify_channel": "vod_events"}, "needs a PostgreSQL url"),
+    ],
+)
+def test_a_notify_channel_postgresql_cannot_listen_to_as_written_is_refused(
+    database: dict[str, str], named: str
+) -> None:
+    assert named in refused({"database": database})
+
+
+def test_a_plain_lower_case_channel_of_63_characters_on_postgresql_is_accepted() -> None:
+    channel = "v" + "_" * 61 + "9"
+    assert (
+        accepted({"database": {"url": PG, "notify_channel": channel}}).database.notify_channel
+        == channel
+    )
+
+
+@pytest.mark.parametrize(
+    ("receiver", "named"),
+    [
+        ({"listen": "8760", "path": "/vod/callback/0123456789abcde"}, "at least 16 characters"),
+        ({"listen": "8760", "path": "vod/callback/0123456789abcdef"}, "must start with /"),
+        ({"listen": "8760", "path": "/vod/call back/0123456789abcdef"}, "hold no spaces"),
+        ({"listen": "8760", "path": ""}, "must start with /"),
+        ({"listen": "nowhere:x", "path": TOKEN_PATH}, "must be host:port"),
+        ({"listen": "8760", "path": TOKEN_PATH, "max_body_bytes": 1023}, "receiver.max_body_bytes"),
+    ],
+)
+def test_a_receiver_without_a_secret_path_or_a_usable_address_is_refused(
+    receiver: dict[str, Any], named: str
+) -> None:
+    assert named in refused({"receiver": receiver})
+
+
+def test_a_receiver_is_off_without_listen_and_on_loopback_by_default() -> None:
+    assert accepted({}).receiver.address is None
+    assert accepted({"receiver": {"path": "anything"}}).receiver.address is None
+    on = accepted({"receiver": {"listen": "8760", "path": TOKEN_PATH + "/"}}).receiver
+    assert on.address == ("127.0.0.1", 8760)
+    assert on.max_body_bytes == 1_048_576
+
+
+@pytest.mark.parametrize(
+    ("forward", "named"),
+    [
+        ({"url": "ftp://app.internal/vod"}, "http:// or https:// URL"),
+        ({"url": "https://"}, "http:// or https:// URL"),
+        ({"url": "https://app.internal/vod", "since": "2026-12-01"}, "needs a time zone"),
+        ({"url": "https://app.internal/vod", "since": "yesterday"}, "RFC 3339"),
+        ({"url": "https://app.internal/vod", "max_in_flight": 0}, "forward.max_in_flight"),
+        ({"url": "https://app.internal/vod", "timeout_seconds": 0}, "forward.timeout_seconds"),
+    ],
+)
+def test_a_forward_url_or_moment_that_cannot_be_used_is_refused(
+    forward: dict[str, Any], named: str
+) -> None:
+    assert named in refused({"forward": forward})
+
+
+def test_forwarding_is_off_by_default_and_since_is_a_moment_in_utc() -> None:
+    assert accepted({}).forward.url == ""
+    forward = accepted(
+        {"forward": {"url": "https://app.internal/vod", "since": "2026-12-01T08:00:00+08:00"}}
+    ).forward
+    assert forward.since_moment is not None
+    assert forward.since_moment.isoformat() == "2026-12-01T08:00:00+08:00"
+    assert accepted({}).forward.since_moment is None
