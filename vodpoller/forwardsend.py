@@ -52,10 +52,17 @@ def status_answer(status: int) -> Answer:
     return Answer(None, status) if 200 <= status < 300 else Answer(f"{status // 100}xx", status)
 
 
+def shown_path(path: str) -> str:
+    """A path as logs may show it: its first segment; the rest (where handlers often keep a
+    secret token, as vodpoller's own receiver does) as `…`."""
+    first, _, rest = path.lstrip("/").partition("/")
+    return f"/{first}" + ("/…" if rest else "")
+
+
 class HandlerClient:
     """POSTs to one URL from any number of threads, each with its own connection. A user and
     password in the URL become Basic authentication (app.secrets_of keeps the password out of
-    the log); `safe_url` is the URL without them."""
+    the log); `safe_url` is the URL without them, its query and most of its path."""
 
     def __init__(
         self, url: str, timeout: float, *, ssl_context: ssl.SSLContext | None = None
@@ -71,7 +78,7 @@ class HandlerClient:
         self.ssl_context = ssl_context or (ssl.create_default_context() if self.https else None)
         shown_host = f"[{self.host}]" if ":" in self.host else self.host
         shown_port = f":{self.port}" if self.port else ""
-        self.safe_url = f"{parts.scheme}://{shown_host}{shown_port}{parts.path or '/'}"
+        self.safe_url = f"{parts.scheme}://{shown_host}{shown_port}{shown_path(parts.path)}"
         self._headers = {
             "Content-Type": "application/json",
             "User-Agent": f"vodpoller/{__version__}",

@@ -401,7 +401,7 @@ def test_a_failure_streak_is_logged_when_it_begins_and_once_when_it_ends(
     assert len(failing) == 1
     assert failing[0]["reason"] == "5xx"
     assert failing[0]["status"] == 503
-    assert failing[0]["url"] == handler.url
+    assert failing[0]["url"] == handler.url.replace("/vod/callback", "/vod/…")
     assert len(recovered) == 1
     assert recovered[0]["failures"] == 8
 
@@ -419,7 +419,7 @@ def test_a_user_and_password_in_the_url_become_basic_authentication() -> None:
     (received,) = handler.received
     assert received.headers["Authorization"] == "Basic " + base64.b64encode(b"vod:s3cr@t").decode()
     assert received.key == "the-key"
-    assert client.safe_url == handler.url
+    assert client.safe_url == handler.url.replace("/vod/callback", "/vod/…")
 
 
 def test_a_database_failure_is_logged_once_and_forwarding_resumes_after_it(

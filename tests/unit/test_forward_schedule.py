@@ -16,7 +16,7 @@ from vodpoller.forwarder import (
     claim_seconds,
     retry_delay,
 )
-from vodpoller.forwardsend import HandlerClient, callback_body, status_answer
+from vodpoller.forwardsend import HandlerClient, callback_body, shown_path, status_answer
 
 
 def test_the_pause_after_a_failure_doubles_from_retry_seconds() -> None:
@@ -115,7 +115,7 @@ def test_any_other_status_is_a_failure_of_its_class(status: int, reason: str) ->
 
 def test_the_url_shown_in_logs_has_no_credentials() -> None:
     client = HandlerClient("https://app:s3cr%40t@app.internal:8443/vod/cb?tenant=7", 5.0)
-    assert client.safe_url == "https://app.internal:8443/vod/cb"
+    assert client.safe_url == "https://app.internal:8443/vod/…"
     assert client.target == "/vod/cb?tenant=7"
     assert "s3cr" not in client.safe_url
     assert client.port == 8443
@@ -137,3 +137,18 @@ def test_a_refused_connection_is_a_connection_failure() -> None:
     assert answer.reason == "connection"
     assert answer.status is None
     assert answer.error is not None
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        ("", "/"),
+        ("/", "/"),
+        ("/vod", "/vod"),
+        ("/vod/", "/vod"),
+        ("/vod/0123abcd", "/vod/…"),
+        ("/a/b/c", "/a/…"),
+    ],
+)
+def test_logs_show_a_path_up_to_its_first_segment(path: str, shown: str) -> None:
+    assert shown_path(path) == shown
