@@ -3,20 +3,32 @@ the body and the status classes, and what the client makes of its URL."""
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, NamedTuple
 
 import pytest
 
-from vodpoller import rawjson
+from vodpoller import __version__, rawjson
 from vodpoller.forwarder import (
     CLAIM_MARGIN_SECONDS,
     FailureStreak,
     claim_seconds,
     retry_delay,
 )
-from vodpoller.forwardsend import HandlerClient, callback_body, shown_path, status_answer
+from vodpoller.forwardsend import (
+    KEY_HEADER,
+    HandlerClient,
+    callback_body,
+    shown_path,
+    status_answer,
+)
 
 
 def test_the_pause_after_a_failure_doubles_from_retry_seconds() -> None:
@@ -152,3 +164,117 @@ def test_a_refused_connection_is_a_connection_failure() -> None:
 )
 def test_logs_show_a_path_up_to_its_first_segment(path: str, shown: str) -> None:
     assert shown_path(path) == shown
+
+
+@pytest.mark.parametrize("status", [300, 404, 503])
+def test_a_failure_keeps_the_status_it_came_with(status: int) -> None:
+    assert status_answer(status).status == status
+
+
+@pytest.mark.parametrize(
+    ("url", "safe_url", "target"),
+    [
+        ("https://app.internal/vod", "https://app.internal/vod", "/vod"),
+        ("http://app.internal:8080", "http://app.internal:8080/", "/"),
+        ("http://[::1]:8080/vod/cb?x=1", "http://[::1]:8080/vod/…", "/vod/cb?x=1"),
+        ("http://app.internal/vod?", "http://app.internal/vod", "/vod"),
+    ],
+)
+def test_the_url_shown_is_scheme_host_port_and_the_first_segment_of_the_path(
+    url: str, safe_url: str, target: str
+) -> None:
+    client = HandlerClient(url, 5.0)
+    assert (client.safe_url, client.target) == (safe_url, target)
+
+
+@pytest.mark.parametrize("url", ["ftp://app.internal/vod", "http:///vod", "app.internal/vod"])
+def test_a_url_that_is_not_http_with_a_host_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match=r"^not an http\(s\) URL: "):
+        HandlerClient(url, 5.0)
+
+
+class Recorded(NamedTuple):
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@contextmanager
+def handler(status: int = 200) -> Iterator[tuple[str, list[Recorded]]]:
+    """A real HTTP handler on a free local port that records each request it is sent."""
+    seen: list[Recorded] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(Recorded("POST", self.path, dict(self.headers.items()), body))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_post_carries_the_body_its_key_and_json_headers() -> None:
+    with handler() as (url, seen):
+        client = HandlerClient(f"{url}/vod/cb?tenant=7", 5.0)
+        answer = client.post(b'{"EventType":"NewFileUpload"}', "key-1")
+        client.close()
+
+    assert (answer.delivered, answer.status) == (True, 200)
+    [request] = seen
+    assert (request.target, request.body) == ("/vod/cb?tenant=7", b'{"EventType":"NewFileUpload"}')
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["User-Agent"] == f"vodpoller/{__version__}"
+    assert request.headers[KEY_HEADER] == "key-1"
+    assert "Authorization" not in request.headers
+
+
+@pytest.mark.parametrize(
+    ("credentials", "pair"),
+    [("app:s3cr%40t@", b"app:s3cr@t"), ("app@", b"app:"), ("app:@", b"app:")],
+)
+def test_a_user_in_the_url_is_basic_authentication(credentials: str, pair: bytes) -> None:
+    with handler() as (url, seen):
+        client = HandlerClient(url.replace("//", f"//{credentials}", 1) + "/vod", 5.0)
+        client.post(b"{}", "key")
+        client.close()
+
+    [request] = seen
+    assert request.headers["Authorization"] == "Basic " + base64.b64encode(pair).decode()
+
+
+def test_a_non_2xx_answer_is_a_failure_with_its_status() -> None:
+    with handler(status=503) as (url, seen):
+        client = HandlerClient(f"{url}/vod", 5.0)
+        answer = client.post(b"{}", "key")
+        client.close()
+
+    assert (answer.reason, answer.status, answer.error) == ("5xx", 503, None)
+    assert len(seen) == 1  # a failure answered is not sent again at once
+
+
+def test_a_handler_that_never_answers_is_a_timeout() -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # accepts the connection (the kernel does), never answers
+        client = HandlerClient(f"http://127.0.0.1:{silent.getsockname()[1]}/vod", 0.2)
+        answer = client.post(b"{}", "key")
+        client.close()
+
+    assert (answer.reason, answer.status) == ("timeout", None)
+    assert str(answer.error).startswith("TimeoutError: ")

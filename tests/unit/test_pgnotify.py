@@ -63,3 +63,16 @@ def test_an_exact_fit_stays_one_payload() -> None:
 
     assert len(list(payloads(rows, exact))) == 1
     assert len(list(payloads(rows, exact - 1))) == 2
+
+
+def test_a_payload_after_a_split_is_also_filled_to_an_exact_fit() -> None:
+    # The long first type pushes row 2 into a second payload, which must count its size afresh
+    # (no comma before its first row).
+    rows = [(1, "AAAA"), (2, "B"), (3, "C")]
+    exact = len('{"ids":[2,3],"event_types":["B","C"]}')
+
+    assert list(payloads(rows, exact)) == [
+        '{"ids":[1],"event_types":["AAAA"]}',
+        '{"ids":[2,3],"event_types":["B","C"]}',
+    ]
+    assert len(list(payloads(rows, exact - 1))) == 3
