@@ -134,7 +134,7 @@ def _keys(entry: Mapping[str, Any], sub_app_id: int | None) -> tuple[str, str, M
     text = canonical_json(_body(entry))
     try:
         data = text.encode("utf-8")  # a lone surrogate cannot be encoded
-        clean = b"\\u0000" not in data
+        clean = b"\\u0000" not in data and _storable_handle(entry.get("EventHandle"))
     except UnicodeEncodeError:
         clean = False
     if not clean:
@@ -145,6 +145,17 @@ def _keys(entry: Mapping[str, Any], sub_app_id: int | None) -> tuple[str, str, M
     if b":null" not in data:
         return legacy, legacy, entry
     return _sha256_hex(sub_app_id, strip_null_members(text)), legacy, entry
+
+
+def _storable_handle(handle: Any) -> bool:
+    """The handle is outside the keys' text, but stored in the payload and its column too."""
+    if not isinstance(handle, str):
+        return True
+    try:
+        handle.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in handle
 
 
 def _sha256_hex_bytes(sub_app_id: int | None, canonical: bytes) -> str:

@@ -521,3 +521,17 @@ def test_stripping_null_members_from_the_text_equals_dumping_without_nulls(value
 )
 def test_tricky_texts_lose_exactly_their_null_members(value: Any) -> None:
     assert strip_null_members(canonical_json(value)) == canonical_json(without_nulls(value))
+
+
+@pytest.mark.parametrize("handle", ["\x00", "h\x00h", "a\ud800", "\udfff"])
+def test_a_handle_no_database_can_hold_is_made_storable_like_the_rest(handle: str) -> None:
+    # Found by the property test above: the keys leave the handle out, so its text was not
+    # checked, and the payload kept a NUL or a lone surrogate PostgreSQL would refuse.
+    entry = {"EventType": "NewFileUpload", "EventHandle": handle}
+
+    event = parse_entry(entry, None)
+
+    assert event.payload == storable(entry)
+    assert "\x00" not in event.event_handle
+    event.event_handle.encode("utf-8")  # no lone surrogate left
+    assert event.content_key == parse_entry({"EventType": "NewFileUpload"}, None).content_key
