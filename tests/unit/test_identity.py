@@ -220,6 +220,13 @@ def test_a_twin_delivered_before_the_pull_went_out_is_another_event() -> None:
     assert fold_target(row(1), T0, later(40), twins) is None
 
 
+def test_a_twin_delivered_the_instant_the_pull_went_out_is_another_event() -> None:
+    """The lease began when the pull went out: VOD cannot have given the event out again at
+    that same instant, so a copy delivered then is not the released row's event."""
+    twins = [row(2, occurrence=1, at=T0)]
+    assert fold_target(row(1), T0, later(40), twins) is None
+
+
 def test_a_twin_of_the_same_slow_answer_is_another_event() -> None:
     twins = [row(2, occurrence=1, at=later(40))]
     assert fold_target(row(1), T0, later(40), twins) is None
