@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, Select, and_, case, func, select, true
 from sqlalchemy.exc import SQLAlchemyError
 
 from vodpoller.errors import ConfigError, StorageError
-from vodpoller.schema import vod_events, vod_rejects
+from vodpoller.schema import AWAITING_CONFIRM, vod_events, vod_rejects
 from vodpoller.store import EventStore
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -142,9 +142,7 @@ class EventQueries:
                 func.count().label("events"),
                 func.sum(c.deliveries).label("deliveries"),
                 # Pulled and not confirmed: a row that came only by push has nothing to confirm.
-                func.count(
-                    case((and_(c.confirmed_at.is_(None), c.deliveries > c.pushed_deliveries), 1))
-                ).label("unconfirmed"),
+                func.count(case((AWAITING_CONFIRM, 1))).label("unconfirmed"),
                 func.min(c.received_at).label("first_received_at"),
                 func.max(c.received_at).label("last_received_at"),
             )

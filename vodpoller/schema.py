@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
     text,
 )
 from sqlalchemy.dialects import mysql, postgresql
@@ -129,6 +130,15 @@ vod_events = Table(
     # The forwarder's search: unforwarded rows of the wanted types (forwardqueue.py).
     Index(None, "forwarded_at", "event_type"),
     mysql_charset="utf8mb4",
+)
+
+# A row whose pulled delivery still waits for its confirm; a row that came only by normal
+# callback has nothing to confirm (status and `events stats` count it apart).
+AWAITING_CONFIRM: Final = and_(
+    vod_events.c.confirmed_at.is_(None), vod_events.c.deliveries > vod_events.c.pushed_deliveries
+)
+PUSHED_ONLY: Final = and_(
+    vod_events.c.confirmed_at.is_(None), vod_events.c.deliveries == vod_events.c.pushed_deliveries
 )
 
 # One row per running daemon (and per `once`), for identity (who holds which rows, and is it

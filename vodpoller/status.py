@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, and_, func, select
+from sqlalchemy import Connection, Engine, case, func, select
 
 from vodpoller.daemons import DaemonRecord, LocalHost, is_dead
 from vodpoller.database import transaction
-from vodpoller.schema import vod_daemons, vod_events
+from vodpoller.schema import AWAITING_CONFIRM, PUSHED_ONLY, vod_daemons, vod_events
 
 # `check` fails when no daemon polled (or, just started, could have) within this long: a
 # daemon that works polls every few seconds, and an error streak retries at least every
@@ -61,24 +61,20 @@ def read_status(
                 select(vod_daemons).order_by(vod_daemons.c.started_at, vod_daemons.c.id)
             ).mappings()
         ]
-        c = vod_events.c
-        unconfirmed = and_(c.confirmed_at.is_(None), c.deliveries > c.pushed_deliveries)
         holding: dict[str, int] = {
             str(holder): int(count)
             for holder, count in connection.execute(
                 select(vod_events.c.held_by, func.count())
-                .where(unconfirmed, vod_events.c.held_by.is_not(None))
+                .where(AWAITING_CONFIRM, vod_events.c.held_by.is_not(None))
                 .group_by(vod_events.c.held_by)
             ).all()
         }
-        total = connection.execute(
-            select(func.count()).select_from(vod_events).where(unconfirmed)
-        ).scalar_one()
-        pushed_only = connection.execute(
-            select(func.count())
-            .select_from(vod_events)
-            .where(c.confirmed_at.is_(None), c.deliveries == c.pushed_deliveries)
-        ).scalar_one()
+        # One pass over the rows not confirmed for both counts.
+        total, pushed_only = connection.execute(
+            select(
+                func.count(case((AWAITING_CONFIRM, 1))), func.count(case((PUSHED_ONLY, 1)))
+            ).where(vod_events.c.confirmed_at.is_(None))
+        ).one()
         daemons = [
             DaemonStatus(
                 record,
